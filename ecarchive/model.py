@@ -1,0 +1,68 @@
+"""The plan's value types: what every sink and the encrypting reader consume.
+
+A plan is built once by a pre-scan (lstat only) and is immutable afterwards, so every size,
+name and offset a sink needs is known before the first output byte.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Kind(enum.Enum):
+    DIR = "d"
+    FILE = "f"
+    SYMLINK = "l"
+    HARDLINK = "h"  # a further name of a FILE already in the plan (link_target = its lower path)
+    FIFO = "p"
+    CHAR = "c"
+    BLOCK = "b"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One member of the output, in output order.
+
+    `path` is the member's path inside the archive, relative to the archive root, as bytes
+    with '/' separators and no leading or trailing slash, e.g. b"Private/ECRYPTFS_FNEK_ENCRYPTED.FW...".
+    Parents always precede their children.
+    """
+
+    kind: Kind
+    path: bytes
+    mode: int  # permission bits incl. setuid/setgid/sticky (stat.S_IMODE)
+    uid: int
+    gid: int
+    uname: str
+    gname: str
+    mtime_ns: int
+    size: int = 0  # bytes of member data in the archive (lower size for FILE; 0 otherwise)
+    link_target: bytes = b""  # SYMLINK: stored target; HARDLINK: archive path of the FILE
+    nlink: int = 1  # number of names of this file inside the plan (FILE and its HARDLINKs)
+    rdev: int = 0  # CHAR/BLOCK device number
+    source: bytes | None = None  # absolute plaintext path to read (FILE); None for synthetic
+    plain_size: int = 0  # plaintext bytes planned for FILE (from lstat)
+    data: bytes | None = None  # content of a synthetic FILE (RESTORE.txt), len == size
+    rel: bytes = b""  # plaintext path relative to SOURCE, for messages
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    entries: tuple[Entry, ...]
+    lower_root: bytes  # e.g. b"Private"
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    data_bytes: int = field(default=0)  # sum of Entry.size over the plan
+
+
+class Body(Protocol):
+    """Yields the member data of a FILE entry: exactly `entry.size` bytes in total."""
+
+    def __call__(self, entry: Entry) -> Iterator[bytes | bytearray | memoryview]: ...
+
+
+def total_data(entries: Iterable[Entry]) -> int:
+    return sum(e.size for e in entries)

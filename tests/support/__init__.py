@@ -1,0 +1,1 @@
+"""Shared test helpers: standard source trees and tree snapshots (pure stdlib)."""

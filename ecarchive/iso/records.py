@@ -109,7 +109,7 @@ def _child_records(child: Node, ce: CeAllocator, zero_lba: int) -> Iterator[byte
     head = [_px(child), tf(e.mtime_ns)]
     tail: list[bytes] = []
     if e.kind in (Kind.CHAR, Kind.BLOCK):
-        head.append(pn(_major(e.rdev), _minor(e.rdev)))
+        head.append(pn(*_pn_numbers(e.rdev)))
     elif e.kind is Kind.SYMLINK:
         tail = sl_entries(e.link_target)
     if child.is_dir:
@@ -128,6 +128,20 @@ def _child_records(child: Node, ce: CeAllocator, zero_lba: int) -> Iterator[byte
         flags = FLAG_MULTI_EXTENT if index < len(parts) - 1 else 0
         lba = child.data.lba + block_offset
         yield record(lba, length, e.mtime_ns, flags, child.iso_id, su)
+
+
+# Old-style 16-bit device numbers in the low word alone are read alike by Linux
+# (MKDEV(low >> 8, low & 0xff) when high is 0) and by libarchive/libisofs (low as a dev_t).
+_OLD_MAJOR_MAX = 0xFFF
+_OLD_MINOR_MAX = 0xFF
+
+
+def _pn_numbers(rdev: int) -> tuple[int, int]:
+    major, minor = _major(rdev), _minor(rdev)
+    if major <= _OLD_MAJOR_MAX and minor <= _OLD_MINOR_MAX:
+        return 0, major << 8 | minor
+    # Linux reads (major, minor) here; libarchive would show a different number.
+    return major, minor
 
 
 # glibc's dev_t split (os.major/os.minor), spelled out so PN does not depend on the host.

@@ -7,6 +7,8 @@ big-endian half too, so both are always written.
 from __future__ import annotations
 
 import datetime
+import struct
+import time
 
 # The 7-byte date stores years since 1900 in one byte.
 DATE7_MIN_YEAR = 1900
@@ -24,12 +26,18 @@ D_CHARACTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 BASE36_DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+_LE16 = struct.Struct("<H").pack
+_BE16 = struct.Struct(">H").pack
+_LE32 = struct.Struct("<I").pack
+_BE32 = struct.Struct(">I").pack
+
+
 def both16(value: int) -> bytes:
-    return value.to_bytes(2, "little") + value.to_bytes(2, "big")
+    return _LE16(value) + _BE16(value)
 
 
 def both32(value: int) -> bytes:
-    return value.to_bytes(4, "little") + value.to_bytes(4, "big")
+    return _LE32(value) + _BE32(value)
 
 
 def padded(text: bytes, width: int, fill: bytes = b" ") -> bytes:
@@ -37,30 +45,32 @@ def padded(text: bytes, width: int, fill: bytes = b" ") -> bytes:
     return text + fill * (width - len(text))
 
 
-def _utc(time_ns: int) -> datetime.datetime:
-    """UTC datetime of `time_ns`, clamped to the range the 7-byte form can hold."""
-    seconds = time_ns // NS_PER_SECOND
-    low = int((_DATE7_LOW - _EPOCH).total_seconds())
-    high = int((_DATE7_HIGH - _EPOCH).total_seconds())
-    return _EPOCH + datetime.timedelta(seconds=min(max(seconds, low), high))
+_LOW_SECONDS = int((_DATE7_LOW - _EPOCH).total_seconds())
+_HIGH_SECONDS = int((_DATE7_HIGH - _EPOCH).total_seconds())
+
+
+def _clamped_seconds(time_ns: int) -> int:
+    return min(max(time_ns // NS_PER_SECOND, _LOW_SECONDS), _HIGH_SECONDS)
 
 
 def date7_in_range(time_ns: int) -> bool:
-    return _utc(time_ns) == _EPOCH + datetime.timedelta(seconds=time_ns // NS_PER_SECOND)
+    return _LOW_SECONDS <= time_ns // NS_PER_SECOND <= _HIGH_SECONDS
 
 
 def date7(time_ns: int) -> bytes:
     """7-byte recording date in UTC (GMT offset 0), clamped to 1900..2155."""
-    t = _utc(time_ns)
-    return bytes((t.year - DATE7_MIN_YEAR, t.month, t.day, t.hour, t.minute, t.second, 0))
+    t = time.gmtime(_clamped_seconds(time_ns))
+    return bytes(
+        (t.tm_year - DATE7_MIN_YEAR, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0)
+    )
 
 
 def date17(time_ns: int) -> bytes:
     """17-byte volume date `YYYYMMDDHHMMSScc` in UTC with GMT offset 0."""
-    t = _utc(time_ns)
-    hundredths = (time_ns % NS_PER_SECOND) // 10_000_000
-    text = f"{t:%Y%m%d%H%M%S}{hundredths:02d}".encode("ascii")
-    return text + b"\x00"
+    t = time.gmtime(_clamped_seconds(time_ns))
+    hundredths = (time_ns % NS_PER_SECOND) // 10_000_000 if date7_in_range(time_ns) else 0
+    text = time.strftime("%Y%m%d%H%M%S", t) + f"{hundredths:02d}"
+    return text.encode("ascii") + b"\x00"
 
 
 DATE17_UNSPECIFIED = b"0" * 16 + b"\x00"

@@ -143,10 +143,10 @@ def split_system_use(
     NM pieces; `tail` entries (SL) stay whole. When a continuation is needed the caller adds
     a CE entry, so CE_LEN bytes of the record are kept free for it.
     """
-    used = sum(len(e) for e in head)
-    name_entries = nm_entries(name, NAME_CHUNK_MAX)
-    if used + sum(map(len, name_entries)) + sum(map(len, tail)) <= capacity:
-        return head + name_entries + tail, []
+    used = sum(map(len, head))
+    name_bytes = len(name) + FLAGGED_HEADER * -(-len(name) // NAME_CHUNK_MAX)
+    if used + name_bytes + sum(map(len, tail)) <= capacity:
+        return head + nm_entries(name, NAME_CHUNK_MAX) + tail, []
     budget = capacity - CE_LEN - used
     if budget < 0:
         raise ValueError("fixed system use entries do not fit in a directory record")
@@ -160,7 +160,7 @@ def split_system_use(
             budget -= len(pieces[0])
             rest.extend(pieces[1:])
         else:
-            rest.extend(name_entries)
+            rest.extend(nm_entries(name, NAME_CHUNK_MAX))
     for entry in tail:
         if not rest and len(entry) <= budget:
             record.append(entry)

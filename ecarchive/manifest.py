@@ -1,0 +1,409 @@
+"""MANIFEST.ecarchive: what every archive (and every volume) must contain, authenticated.
+
+eCryptfs has no integrity protection, so each archive carries, beside its lower directory, one
+line per member with the SHA-256 of the member's bytes, plus archive-wide facts, closed by an
+HMAC-SHA256. The hashes alone catch bit rot and bad burns without any secret; the HMAC (under
+a key only the passphrase gives) catches deliberate edits, including recomputed hashes.
+
+The text, ASCII, one item per line, every line ending in '\\n':
+
+    ecarchive-manifest 1
+    cipher aes
+    key-bytes 16
+    file-key-sig 0123456789abcdef
+    fnek-sig fedcba9876543210            ("-" when names are stored in clear)
+    lower-root Private
+    volume 1 of 1
+    created 1764151200.000000000         (seconds.nanoseconds since the epoch, see tree_time_ns)
+    entries 3
+    f 8192 <64 hex> RESTORE.txt
+    d 0 ---…--- Private
+    l 104 <64 hex> Private/ECRYPTFS_FNEK_ENCRYPTED.FW…
+    h 12288 <64 hex> Private/ECRYPTFS_FNEK_ENCRYPTED.FX… Private/ECRYPTFS_FNEK_ENCRYPTED.FY…
+    hmac-sha256 <64 hex>
+
+Entry lines: type (model.Kind letters), size, digest, path and, for a hard link, the path of
+the file it names. The digest is the SHA-256 of the member's data for f and h (the file's data),
+of the stored target for l, and 64 '-' for types without data. A file that vanished while the
+archive was written is listed with the digest `ABSENT` (it is in the plan, not in the archive).
+Sizes: lower size for f and h, target length for l, 0 otherwise. Paths and targets are the
+archive's own bytes with every byte outside '!'..'~' and '%' written as %XX.
+
+Every line's length follows from the plan alone (digests are fixed-width hex), so
+`manifest_size()` is exact before the first byte is streamed: an ISO reserves the extent, a tar
+writes the manifest as its last member.
+
+The HMAC covers every byte before the `hmac-sha256 ` line. Its key is
+HKDF-SHA256(file key's 64-byte FEKEK, info=b"ecarchive manifest v1"): domain-separated from the
+FEKEK, so the manifest key never wraps or unwraps a file key and vice versa.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .ecryptfs.keys import KeyringKey
+from .model import Entry, Kind, Plan
+
+MANIFEST_NAME = b"MANIFEST.ecarchive"
+MAGIC_LINE = b"ecarchive-manifest 1\n"
+HMAC_LABEL = b"ecarchive manifest v1"
+HMAC_PREFIX = b"hmac-sha256 "
+DIGEST_HEX = 2 * hashlib.sha256().digest_size
+NO_DATA = b"-" * DIGEST_HEX
+ABSENT = b"ABSENT".ljust(DIGEST_HEX, b"-")
+MANIFEST_MODE = 0o644
+NS_PER_S = 1_000_000_000
+_PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
+
+Chunk = bytes | bytearray | memoryview
+Opener = Callable[[Entry], "Iterator[Chunk] | None"]
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read, or cannot be written from what was streamed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Archive-wide facts written at the top of the manifest."""
+
+    cipher: str
+    key_bytes: int
+    file_sig: str  # hex, as ecryptfs_sig
+    fnek_sig: str | None  # hex, None when names are in clear
+    lower_root: bytes
+    created_ns: int
+    volume: int = 1
+    volumes: int = 1
+
+
+def escape(raw: bytes) -> bytes:
+    return b"".join(bytes([b]) if b in _PLAIN else b"%%%02X" % b for b in raw)
+
+
+def unescape(text: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == ord("%"):
+            try:
+                out.append(int(text[i + 1 : i + 3], 16))
+            except ValueError as e:
+                raise ManifestError(f"bad %-escape in {text!r}") from e
+            i += 3
+        else:
+            out.append(text[i])
+            i += 1
+    return bytes(out)
+
+
+def tree_time_ns(entries: Iterable[Entry], environ: Mapping[str, str] | None = None) -> int:
+    """The manifest's creation time: SOURCE_DATE_EPOCH when set, else the newest mtime in the
+    plan. Never the clock: two runs over an unchanged tree must write the same manifest."""
+    env = os.environ if environ is None else environ
+    epoch = env.get("SOURCE_DATE_EPOCH")
+    if epoch is not None and epoch.strip().lstrip("-").isdigit():
+        return int(epoch) * NS_PER_S
+    return max((e.mtime_ns for e in entries), default=0)
+
+
+def _time_text(ns: int) -> bytes:
+    sign = b"-" if ns < 0 else b""
+    sec, frac = divmod(abs(ns), NS_PER_S)
+    return b"%s%d.%09d" % (sign, sec, frac)
+
+
+def _parse_time(text: bytes) -> int:
+    sign = -1 if text.startswith(b"-") else 1
+    sec, _, frac = text.lstrip(b"-").partition(b".")
+    if not sec.isdigit() or len(frac) != 9 or not frac.isdigit():
+        raise ManifestError(f"bad time {text!r}")
+    return sign * (int(sec) * NS_PER_S + int(frac))
+
+
+def header_lines(facts: Facts, count: int) -> bytes:
+    return b"".join(
+        [
+            MAGIC_LINE,
+            b"cipher %s\n" % facts.cipher.encode(),
+            b"key-bytes %d\n" % facts.key_bytes,
+            b"file-key-sig %s\n" % facts.file_sig.encode(),
+            b"fnek-sig %s\n" % (facts.fnek_sig or "-").encode(),
+            b"lower-root %s\n" % escape(facts.lower_root),
+            b"volume %d of %d\n" % (facts.volume, facts.volumes),
+            b"created %s\n" % _time_text(facts.created_ns),
+            b"entries %d\n" % count,
+        ]
+    )
+
+
+def listed(entries: Iterable[Entry]) -> list[Entry]:
+    """The plan entries the manifest describes: all but the manifest itself."""
+    return [e for e in entries if e.path != MANIFEST_NAME]
+
+
+def _entry_line(entry: Entry, size: int, digest: bytes) -> bytes:
+    line = b"%s %d %s %s" % (entry.kind.value.encode(), size, digest, escape(entry.path))
+    if entry.kind is Kind.HARDLINK:
+        line += b" " + escape(entry.link_target)
+    return line + b"\n"
+
+
+def _hmac_line_size() -> int:
+    return len(HMAC_PREFIX) + DIGEST_HEX + 1
+
+
+def _sizes(entries: Sequence[Entry]) -> Iterator[tuple[Entry, int]]:
+    file_sizes = {e.path: e.size for e in entries if e.kind is Kind.FILE}
+    for e in entries:
+        if e.kind is Kind.FILE:
+            yield e, e.size
+        elif e.kind is Kind.HARDLINK:
+            yield e, file_sizes.get(e.link_target, 0)
+        elif e.kind is Kind.SYMLINK:
+            yield e, len(e.link_target)
+        else:
+            yield e, 0
+
+
+def manifest_size(entries: Iterable[Entry], facts: Facts) -> int:
+    """Exact byte length of the manifest for `entries` (the manifest entry itself is ignored)."""
+    members = listed(entries)
+    total = len(header_lines(facts, len(members))) + _hmac_line_size()
+    for entry, size in _sizes(members):
+        total += len(_entry_line(entry, size, NO_DATA))
+    return total
+
+
+def manifest_key(file_key: KeyringKey) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HMAC_LABEL).derive(
+        file_key.fekek
+    )
+
+
+def _digest_field(entry: Entry, hashes_: Mapping[bytes, bytes | None]) -> bytes:
+    if entry.kind is Kind.SYMLINK:
+        return hashlib.sha256(entry.link_target).hexdigest().encode()
+    if entry.kind not in (Kind.FILE, Kind.HARDLINK):
+        return NO_DATA
+    data_path = entry.link_target if entry.kind is Kind.HARDLINK else entry.path
+    if data_path not in hashes_:
+        raise ManifestError(f"{os.fsdecode(data_path)}: no hash recorded; was it streamed?")
+    digest = hashes_[data_path]
+    return ABSENT if digest is None else digest.hex().encode()
+
+
+def iter_render(
+    entries: Iterable[Entry], hashes_: Mapping[bytes, bytes | None], facts: Facts, key: KeyringKey
+) -> Iterator[bytes]:
+    """The manifest in pieces. `hashes_` maps each FILE's archive path to the SHA-256 of the
+    bytes written for it, or to None when the file was not written (it vanished)."""
+    members = listed(entries)
+    mac = hmac.new(manifest_key(key), digestmod=hashlib.sha256)
+    head = header_lines(facts, len(members))
+    mac.update(head)
+    yield head
+    for entry, size in _sizes(members):
+        line = _entry_line(entry, size, _digest_field(entry, hashes_))
+        mac.update(line)
+        yield line
+    yield HMAC_PREFIX + mac.hexdigest().encode() + b"\n"
+
+
+def render(
+    entries: Iterable[Entry], hashes_: Mapping[bytes, bytes | None], facts: Facts, key: KeyringKey
+) -> bytes:
+    """The whole manifest; len(render(...)) == manifest_size(entries, facts)."""
+    return b"".join(iter_render(entries, hashes_, facts, key))
+
+
+def manifest_entry(plan: Plan, facts: Facts) -> Entry:
+    """The manifest's own plan entry: owner and mtime of SOURCE (the lower root directory), so
+    nothing in it depends on the clock."""
+    root = next(e for e in plan.entries if e.path == plan.lower_root and e.kind is Kind.DIR)
+    size = manifest_size(plan.entries, facts)
+    return Entry(
+        kind=Kind.FILE, path=MANIFEST_NAME, mode=MANIFEST_MODE, uid=root.uid, gid=root.gid,
+        uname=root.uname, gname=root.gname, mtime_ns=root.mtime_ns, size=size, plain_size=size,
+    )
+
+
+def with_manifest(plan: Plan, facts: Facts) -> Plan:
+    """`plan` with the manifest appended as its last entry (written after every hash is known)."""
+    entry = manifest_entry(plan, facts)
+    return replace(plan, entries=(*listed(plan.entries), entry), data_bytes=plan.data_bytes + entry.size)
+
+
+@dataclass(slots=True)
+class ManifestBuilder:
+    """Hashes each FILE's bytes as a sink streams them and renders the manifest at the end.
+
+    Wrap the sink's opener once: `open_data = builder.opener(open_data)`. The wrapped opener
+    hashes every FILE, records files the inner opener skips, and serves the manifest entry.
+    """
+
+    entries: Sequence[Entry]
+    facts: Facts
+    key: KeyringKey
+    hashes: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def hashing(self, entry: Entry, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+            yield chunk
+        self.hashes[entry.path] = digest.digest()
+
+    def skipped(self, entry: Entry) -> None:
+        self.hashes[entry.path] = None
+
+    def render(self) -> bytes:
+        return render(self.entries, self.hashes, self.facts, self.key)
+
+    def opener(self, inner: Opener) -> Opener:
+        def open_data(entry: Entry) -> Iterator[Chunk] | None:
+            if entry.path == MANIFEST_NAME:
+                return iter(iter_render(self.entries, self.hashes, self.facts, self.key))
+            chunks = inner(entry)
+            if chunks is None:
+                self.skipped(entry)
+                return None
+            return self.hashing(entry, chunks)
+
+        return open_data
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One parsed entry line."""
+
+    number: int  # 1-based line number in the manifest
+    kind: Kind
+    size: int
+    digest: bytes | None  # raw 32 bytes; None for types without data
+    absent: bool  # the file vanished while the archive was written
+    path: bytes
+    target: bytes = b""  # hard links: the archive path of the file
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    facts: Facts
+    lines: tuple[Line, ...]
+    declared_entries: int
+    mac: bytes | None  # the hmac-sha256 value, None if the line is missing
+    signed: bytes  # the bytes the HMAC covers
+    problems: tuple[str, ...]  # malformed lines, count mismatch: each a message
+
+
+_KINDS = {k.value.encode(): k for k in Kind}
+_FACT_KEYS = (b"cipher", b"key-bytes", b"file-key-sig", b"fnek-sig", b"lower-root", b"volume",
+              b"created", b"entries")
+
+
+def _parse_line(number: int, raw: bytes) -> Line:
+    parts = raw.split(b" ")
+    if len(parts) not in (4, 5) or parts[0] not in _KINDS or not parts[1].isdigit():
+        raise ManifestError(f"manifest line {number} is malformed")
+    kind = _KINDS[parts[0]]
+    if (len(parts) == 5) != (kind is Kind.HARDLINK):
+        raise ManifestError(f"manifest line {number} is malformed")
+    digest_text = parts[2]
+    absent = digest_text == ABSENT
+    digest: bytes | None = None
+    if digest_text not in (NO_DATA, ABSENT):
+        try:
+            digest = bytes.fromhex(digest_text.decode("ascii"))
+        except ValueError as e:
+            raise ManifestError(f"manifest line {number} has a bad digest") from e
+        if len(digest) * 2 != DIGEST_HEX:
+            raise ManifestError(f"manifest line {number} has a bad digest")
+    return Line(
+        number=number, kind=kind, size=int(parts[1]), digest=digest, absent=absent,
+        path=unescape(parts[3]), target=unescape(parts[4]) if len(parts) == 5 else b"",
+    )
+
+
+def _parse_facts(values: dict[bytes, bytes]) -> tuple[Facts, int]:
+    missing = [k.decode() for k in _FACT_KEYS if k not in values]
+    if missing:
+        raise ManifestError(f"manifest lacks {', '.join(missing)}")
+    try:
+        volume, of, volumes = values[b"volume"].split(b" ")
+        if of != b"of":
+            raise ValueError
+        fnek = values[b"fnek-sig"].decode("ascii")
+        facts = Facts(
+            cipher=values[b"cipher"].decode("ascii"),
+            key_bytes=int(values[b"key-bytes"]),
+            file_sig=values[b"file-key-sig"].decode("ascii"),
+            fnek_sig=None if fnek == "-" else fnek,
+            lower_root=unescape(values[b"lower-root"]),
+            created_ns=_parse_time(values[b"created"]),
+            volume=int(volume),
+            volumes=int(volumes),
+        )
+        return facts, int(values[b"entries"])
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"manifest header is malformed: {e}") from e
+
+
+def parse(data: bytes) -> Manifest:
+    """Read a manifest. Raises ManifestError if it is not one; malformed entry lines are
+    collected in `problems` so one bad line does not hide the rest."""
+    if not data.startswith(MAGIC_LINE):
+        raise ManifestError("not an ecarchive manifest (bad first line)")
+    raw_lines = data.split(b"\n")
+    trailing = raw_lines.pop()  # text after the last newline: empty in a well-formed manifest
+    values: dict[bytes, bytes] = {}
+    lines: list[Line] = []
+    problems: list[str] = []
+    mac: bytes | None = None
+    signed_end = len(data)
+    offset = malformed = 0
+    for number, raw in enumerate(raw_lines, start=1):
+        start, offset = offset, offset + len(raw) + 1
+        if number == 1:
+            continue
+        if raw.startswith(HMAC_PREFIX):
+            signed_end = start
+            try:
+                mac = bytes.fromhex(raw[len(HMAC_PREFIX) :].decode("ascii"))
+            except ValueError:
+                problems.append(f"manifest line {number}: the HMAC is not hex")
+            if number != len(raw_lines):
+                problems.append(f"manifest line {number}: text follows the HMAC line")
+            break
+        key, _, value = raw.partition(b" ")
+        if key in _FACT_KEYS and not lines:
+            values[key] = value
+            continue
+        try:
+            lines.append(_parse_line(number, raw))
+        except ManifestError as e:
+            malformed += 1
+            problems.append(str(e))
+    if trailing:
+        problems.append("manifest does not end with a newline")
+    facts, declared = _parse_facts(values)
+    if declared != len(lines) + malformed:
+        problems.append(f"manifest says {declared} entries but lists {len(lines)}")
+    return Manifest(
+        facts=facts, lines=tuple(lines), declared_entries=declared, mac=mac,
+        signed=data[:signed_end], problems=tuple(problems),
+    )
+
+
+def mac_ok(manifest: Manifest, key: KeyringKey) -> bool:
+    if manifest.mac is None:
+        return False
+    expected = hmac.new(manifest_key(key), manifest.signed, hashlib.sha256).digest()
+    return hmac.compare_digest(expected, manifest.mac)

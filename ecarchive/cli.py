@@ -9,12 +9,15 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+from tqdm import tqdm
 
 from . import __version__
 from .ecryptfs.constants import AES_CODES
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
-from .errors import EXIT_FATAL, EcarchiveError, OutputFailed, PlanRejected, Reporter, UsageError
+from .errors import EXIT_FATAL, EcarchiveError, PlanRejected, Reporter, UsageError
 from .keysource import FreshKeys
 from .model import Entry, Plan
 from .output import Output
@@ -44,40 +47,77 @@ Examples:
 
 def _add_passphrase_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("passphrase (never on the command line)")
-    g.add_argument("--passphrase-file", metavar="F", help="read the passphrase from the first line of F")
-    g.add_argument("--passphrase-fd", metavar="N", type=int, help="read the passphrase from file descriptor N")
-    g.add_argument("--wrapped-passphrase", metavar="FILE",
-                   help="an ecryptfs-utils wrapped-passphrase file; the login passphrase comes from the sources above")
+    g.add_argument(
+        "--passphrase-file", metavar="F", help="read the passphrase from the first line of F"
+    )
+    g.add_argument(
+        "--passphrase-fd", metavar="N", type=int, help="read the passphrase from file descriptor N"
+    )
+    g.add_argument(
+        "--wrapped-passphrase",
+        metavar="FILE",
+        help="an ecryptfs-utils wrapped-passphrase file; the login passphrase comes from the sources above",
+    )
 
 
 def _add_key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cipher", choices=["aes"], default="aes", help="file cipher (default aes)")
-    p.add_argument("--key-bytes", type=int, choices=sorted(AES_CODES), default=16,
-                   help="AES key size in bytes (default 16)")
-    p.add_argument("--fnek", choices=[m.value for m in FnekMode], default=FnekMode.SEPARATE.value,
-                   help="filename key: separate (ecryptfs-add-passphrase --fnek, default), "
-                        "same (the file key, as mount.ecryptfs), off (names in clear)")
+    p.add_argument(
+        "--key-bytes",
+        type=int,
+        choices=sorted(AES_CODES),
+        default=16,
+        help="AES key size in bytes (default 16)",
+    )
+    p.add_argument(
+        "--fnek",
+        choices=[m.value for m in FnekMode],
+        default=FnekMode.SEPARATE.value,
+        help="filename key: separate (ecryptfs-add-passphrase --fnek, default), "
+        "same (the file key, as mount.ecryptfs), off (names in clear)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, usage=USAGE, add_help=True,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, usage=USAGE, add_help=True, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("create", help="stream SOURCE as an archive of eCryptfs lower files")
     c.add_argument("source", metavar="SOURCE")
-    c.add_argument("-o", "--output", metavar="OUT", default="-", help="output file, '-' = stdout (default)")
+    c.add_argument(
+        "-o", "--output", metavar="OUT", default="-", help="output file, '-' = stdout (default)"
+    )
     _add_key_options(c)
-    c.add_argument("--lower-name", metavar="NAME", default="Private",
-                   help="name of the lower directory in the archive (default Private)")
-    c.add_argument("--exclude", metavar="PATTERN", action="append", default=[],
-                   help="skip paths matching PATTERN (GNU tar globbing, relative to SOURCE)")
-    c.add_argument("--exclude-from", metavar="FILE", action="append", default=[],
-                   help="read exclude patterns from FILE, one per line")
+    c.add_argument(
+        "--lower-name",
+        metavar="NAME",
+        default="Private",
+        help="name of the lower directory in the archive (default Private)",
+    )
+    c.add_argument(
+        "--exclude",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="skip paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
+    )
+    c.add_argument(
+        "--exclude-from",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read exclude patterns from FILE, one per line",
+    )
     c.add_argument("--one-file-system", action="store_true", help="stay on SOURCE's file system")
-    c.add_argument("--long-names", choices=["error", "skip"], default="error",
-                   help="names over 143 bytes: fail before writing (default) or skip them")
+    c.add_argument(
+        "--long-names",
+        choices=["error", "skip"],
+        default="error",
+        help="names over 143 bytes: fail before writing (default) or skip them",
+    )
     _progress_options(c)
     _add_passphrase_options(c)
 
@@ -100,11 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _progress_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="only errors and warnings on stderr")
-    g.add_argument("--progress", action="store_true", help="show a progress bar on stderr even if it is not a terminal")
+    g.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr even if it is not a terminal",
+    )
 
 
 def _sources(args: argparse.Namespace) -> PassphraseSources:
-    return PassphraseSources(file=args.passphrase_file, fd=args.passphrase_fd, wrapped=args.wrapped_passphrase)
+    return PassphraseSources(
+        file=args.passphrase_file, fd=args.passphrase_fd, wrapped=args.wrapped_passphrase
+    )
 
 
 def _keyset(args: argparse.Namespace, *, confirm: bool) -> KeySet:
@@ -116,18 +162,30 @@ def _want_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (not args.quiet and sys.stderr.isatty()))
 
 
-def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
-    from tqdm import tqdm
+def _progress_bar(total: int, enabled: bool) -> tqdm[Any]:
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def cmd_create(args: argparse.Namespace, reporter: Reporter) -> None:
     output = Output(args.output)
     output.check_not_terminal()
     lower_name = args.lower_name.encode()
-    if not lower_name or b"/" in lower_name or lower_name in (b".", b"..") or lower_name == RESTORE_NAME:
+    if (
+        not lower_name
+        or b"/" in lower_name
+        or lower_name in (b".", b"..")
+        or lower_name == RESTORE_NAME
+    ):
         raise UsageError(f"--lower-name {args.lower_name!r} is not a usable directory name")
     excludes = tuple(args.exclude)
     for path in args.exclude_from:
@@ -157,8 +215,11 @@ def cmd_create(args: argparse.Namespace, reporter: Reporter) -> None:
     )
     if plan.problems:
         raise PlanRejected(plan.problems, hint="fix or --exclude these paths; nothing was written")
-    reader = EncryptingReader(FreshKeys(keys.file_key, args.key_bytes),
-                              filenames_encrypted=fnek is not None, reporter=reporter)
+    reader = EncryptingReader(
+        FreshKeys(keys.file_key, args.key_bytes),
+        filenames_encrypted=fnek is not None,
+        reporter=reporter,
+    )
     _stream_tar(plan, reader, output, _want_progress(args))
 
 
@@ -177,7 +238,9 @@ def _stream_tar(plan: Plan, reader: EncryptingReader, output: Output, progress: 
     bar.close()
 
 
-def _counted(chunks: Iterator[bytes | bytearray | memoryview], bar) -> Iterator[bytes | bytearray | memoryview]:  # type: ignore[no-untyped-def]
+def _counted(
+    chunks: Iterator[bytes | bytearray | memoryview], bar: tqdm[Any]
+) -> Iterator[bytes | bytearray | memoryview]:  # type: ignore[no-untyped-def]
     for chunk in chunks:
         yield chunk
         bar.update(len(chunk))

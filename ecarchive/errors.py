@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 EXIT_OK = 0
 EXIT_WARNINGS = 1
@@ -41,7 +42,9 @@ class PlanRejected(EcarchiveError):
     def __init__(self, problems: Iterable[str], hint: str | None = None) -> None:
         self.problems = tuple(problems)
         n = len(self.problems)
-        super().__init__(f"{n} problem{'s' if n != 1 else ''} found before writing; nothing was written", hint)
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''} found before writing; nothing was written", hint
+        )
 
 
 class OutputFailed(EcarchiveError):
@@ -55,7 +58,7 @@ class ArchiveUnreadable(EcarchiveError):
 class Reporter:
     """Collects warnings while work goes on and prints each once, on stderr."""
 
-    def __init__(self, prog: str = "ecarchive", stream: object = None) -> None:
+    def __init__(self, prog: str = "ecarchive", stream: TextIO | None = None) -> None:
         self.prog = prog
         self.warnings: list[str] = []
         self.exit_code = EXIT_OK

@@ -97,7 +97,9 @@ def _direct(src: PassphraseSources, label: str, confirm: bool) -> bytes:
     if src.use_env and ENV_VAR in os.environ:
         return os.environb[ENV_VAR.encode()]
     if not src.prompt_allowed:
-        raise PassphraseUnavailable(f"no passphrase source given ({ENV_VAR}, --passphrase-file, --passphrase-fd)")
+        raise PassphraseUnavailable(
+            f"no passphrase source given ({ENV_VAR}, --passphrase-file, --passphrase-fd)"
+        )
     return _prompt(label, confirm)
 
 

@@ -13,7 +13,8 @@ import pwd
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache
+from typing import Any
 
 from .ecryptfs.constants import MAX_NAME_BYTES, MAX_SYMLINK_TARGET_BYTES, NAME_MAX, PATH_MAX
 from .ecryptfs.sizes import lower_size
@@ -36,7 +37,7 @@ class PlanOptions:
     mtime_ns: int | None = None  # for synthetic files; default: SOURCE's mtime
 
 
-@lru_cache(maxsize=None)
+@cache
 def _user(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -44,7 +45,7 @@ def _user(uid: int) -> str:
         return ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _group(gid: int) -> str:
     try:
         return grp.getgrgid(gid).gr_name
@@ -57,7 +58,9 @@ class Excluder:
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self._anchored = [p.lstrip("/").rstrip("/") for p in patterns if p.startswith("/")]
-        self._floating = [p.removeprefix("./").rstrip("/") for p in patterns if not p.startswith("/")]
+        self._floating = [
+            p.removeprefix("./").rstrip("/") for p in patterns if not p.startswith("/")
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._anchored or self._floating)
@@ -92,8 +95,9 @@ class _Walk:
     links: dict[tuple[int, int], int] = field(default_factory=dict)  # inode -> index of FILE
     link_counts: dict[int, int] = field(default_factory=dict)
 
-    def common(self, st: os.stat_result) -> dict[str, object]:
-        return {
+    def entry(self, kind: Kind, st: os.stat_result, path: bytes, rel: bytes, **extra: Any) -> Entry:
+        """An entry carrying the owner, mode and mtime of `st`; `extra` sets kind-specific fields."""
+        fields: dict[str, Any] = {
             "mode": stat.S_IMODE(st.st_mode),
             "uid": st.st_uid,
             "gid": st.st_gid,
@@ -101,6 +105,8 @@ class _Walk:
             "gname": _group(st.st_gid),
             "mtime_ns": st.st_mtime_ns,
         }
+        fields.update(extra)
+        return Entry(kind=kind, path=path, rel=rel, **fields)
 
     def name_ok(self, rel: bytes, name: bytes) -> bool:
         if len(name) <= self.name_limit:
@@ -120,7 +126,9 @@ class _Walk:
             with os.scandir(dir_abs) as it:
                 children = sorted(it, key=lambda d: d.name)
         except OSError as e:
-            self.problems.append(f"{os.fsdecode(dir_rel or b'.')}: cannot read directory: {e.strerror}")
+            self.problems.append(
+                f"{os.fsdecode(dir_rel or b'.')}: cannot read directory: {e.strerror}"
+            )
             return
         for child in children:
             name = child.name
@@ -141,13 +149,14 @@ class _Walk:
 
     def add(self, abs_path: bytes, rel: bytes, lower: bytes, st: os.stat_result) -> None:
         mode = st.st_mode
-        common = self.common(st)
         if stat.S_ISDIR(mode):
-            self.entries.append(Entry(kind=Kind.DIR, path=lower, rel=rel, **common))  # type: ignore[arg-type]
+            self.entries.append(self.entry(Kind.DIR, st, lower, rel))
             if self.opts.one_file_system and st.st_dev != self.root_dev:
                 return
             if not os.access(abs_path, os.R_OK | os.X_OK):
-                self.problems.append(f"{os.fsdecode(rel)}: cannot read directory: Permission denied")
+                self.problems.append(
+                    f"{os.fsdecode(rel)}: cannot read directory: Permission denied"
+                )
                 return
             self.walk_dir(abs_path, rel, lower)
         elif stat.S_ISREG(mode):
@@ -156,9 +165,7 @@ class _Walk:
             if first is not None:
                 self.link_counts[first] += 1
                 target = self.entries[first].path
-                self.entries.append(
-                    Entry(kind=Kind.HARDLINK, path=lower, rel=rel, link_target=target, **common)  # type: ignore[arg-type]
-                )
+                self.entries.append(self.entry(Kind.HARDLINK, st, lower, rel, link_target=target))
                 return
             if not os.access(abs_path, os.R_OK):
                 self.problems.append(f"{os.fsdecode(rel)}: cannot open: Permission denied")
@@ -167,9 +174,14 @@ class _Walk:
                 self.links[key] = len(self.entries)
                 self.link_counts[len(self.entries)] = 1
             self.entries.append(
-                Entry(
-                    kind=Kind.FILE, path=lower, rel=rel, source=abs_path,
-                    plain_size=st.st_size, size=lower_size(st.st_size), **common,  # type: ignore[arg-type]
+                self.entry(
+                    Kind.FILE,
+                    st,
+                    lower,
+                    rel,
+                    source=abs_path,
+                    plain_size=st.st_size,
+                    size=lower_size(st.st_size),
                 )
             )
         elif stat.S_ISLNK(mode):
@@ -184,14 +196,13 @@ class _Walk:
                     f"at most {self.target_limit}"
                 )
                 return
-            self.entries.append(
-                Entry(kind=Kind.SYMLINK, path=lower, rel=rel, link_target=self.opts.encrypt(target), **common)  # type: ignore[arg-type]
-            )
+            link_target = self.opts.encrypt(target)
+            self.entries.append(self.entry(Kind.SYMLINK, st, lower, rel, link_target=link_target))
         elif stat.S_ISFIFO(mode):
-            self.entries.append(Entry(kind=Kind.FIFO, path=lower, rel=rel, **common))  # type: ignore[arg-type]
+            self.entries.append(self.entry(Kind.FIFO, st, lower, rel))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = Kind.CHAR if stat.S_ISCHR(mode) else Kind.BLOCK
-            self.entries.append(Entry(kind=kind, path=lower, rel=rel, rdev=st.st_rdev, **common))  # type: ignore[arg-type]
+            self.entries.append(self.entry(kind, st, lower, rel, rdev=st.st_rdev))
         elif stat.S_ISSOCK(mode):
             self.reporter.warn(f"{os.fsdecode(rel)}: socket ignored", affects_exit=False)
         else:
@@ -203,9 +214,17 @@ def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
     try:
         st = os.stat(opts.source)
     except OSError as e:
-        return Plan(entries=(), lower_root=opts.lower_root, problems=(f"{os.fsdecode(opts.source)}: {e.strerror}",))
+        return Plan(
+            entries=(),
+            lower_root=opts.lower_root,
+            problems=(f"{os.fsdecode(opts.source)}: {e.strerror}",),
+        )
     if not stat.S_ISDIR(st.st_mode):
-        return Plan(entries=(), lower_root=opts.lower_root, problems=(f"{os.fsdecode(opts.source)}: not a directory",))
+        return Plan(
+            entries=(),
+            lower_root=opts.lower_root,
+            problems=(f"{os.fsdecode(opts.source)}: not a directory",),
+        )
     walk = _Walk(
         opts=opts,
         reporter=reporter,
@@ -215,15 +234,25 @@ def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
         target_limit=MAX_SYMLINK_TARGET_BYTES if opts.names_encrypted else PATH_MAX - 1,
     )
     synthetic_time = opts.mtime_ns if opts.mtime_ns is not None else st.st_mtime_ns
-    common = walk.common(st)
     for name, content in opts.top_files:
         walk.entries.append(
-            Entry(kind=Kind.FILE, path=name, size=len(content), plain_size=len(content), data=content,
-                  **{**common, "mode": 0o644, "mtime_ns": synthetic_time})  # type: ignore[arg-type]
+            walk.entry(
+                Kind.FILE,
+                st,
+                name,
+                b"",
+                mode=0o644,
+                mtime_ns=synthetic_time,
+                size=len(content),
+                plain_size=len(content),
+                data=content,
+            )
         )
-    walk.entries.append(Entry(kind=Kind.DIR, path=opts.lower_root, rel=b"", **common))  # type: ignore[arg-type]
+    walk.entries.append(walk.entry(Kind.DIR, st, opts.lower_root, b""))
     if not os.access(opts.source, os.R_OK | os.X_OK):
-        walk.problems.append(f"{os.fsdecode(opts.source)}: cannot read directory: Permission denied")
+        walk.problems.append(
+            f"{os.fsdecode(opts.source)}: cannot read directory: Permission denied"
+        )
     else:
         walk.walk_dir(opts.source, b"", opts.lower_root)
     entries = walk.entries

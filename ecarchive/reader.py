@@ -101,7 +101,9 @@ class EncryptingReader:
                 index += padded // EXTENT_SIZE
                 remaining -= want
             if not eof and os.read(fd, 1):
-                self.reporter.warn(f"{os.fsdecode(entry.rel)}: file grew while read; cut at {entry.plain_size} bytes")
+                self.reporter.warn(
+                    f"{os.fsdecode(entry.rel)}: file grew while read; cut at {entry.plain_size} bytes"
+                )
             elif os.fstat(fd).st_mtime_ns != entry.mtime_ns:
                 self.reporter.warn(f"{os.fsdecode(entry.rel)}: file changed as we read it")
         finally:

@@ -45,7 +45,13 @@ TAG_11_DATE = b"\x00\x00\x00\x00"
 # fs/ecryptfs/crypto.c ecryptfs_cipher_code_str_map (RFC 2440 numbers); aes is the only cipher
 # ecarchive writes, the others are listed so a reader can name what it cannot decrypt.
 AES_CODES = {16: 0x07, 24: 0x08, 32: 0x09}
-OTHER_CIPHER_CODES = {0x02: "des3_ede", 0x03: "cast5", 0x04: "blowfish", 0x0A: "twofish", 0x0B: "cast6"}
+OTHER_CIPHER_CODES = {
+    0x02: "des3_ede",
+    0x03: "cast5",
+    0x04: "blowfish",
+    0x0A: "twofish",
+    0x0B: "cast6",
+}
 AES_BLOCK = 16
 
 # Filenames (crypto.c, ecryptfs_kernel.h)

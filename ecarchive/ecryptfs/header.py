@@ -88,8 +88,12 @@ def key_packets(efek: bytes, key_bytes: int, sig: bytes, salt: bytes = DEFAULT_S
         bytes([TAG_11_FORMAT_BINARY, len(TAG_11_FILENAME)]) + TAG_11_FILENAME + TAG_11_DATE + sig
     )
     return (
-        bytes([TAG_3_PACKET]) + encode_length(len(tag3_body)) + tag3_body
-        + bytes([TAG_11_PACKET]) + encode_length(len(tag11_body)) + tag11_body
+        bytes([TAG_3_PACKET])
+        + encode_length(len(tag3_body))
+        + tag3_body
+        + bytes([TAG_11_PACKET])
+        + encode_length(len(tag11_body))
+        + tag11_body
     )
 
 

@@ -61,7 +61,9 @@ def encode_for_filename(data: bytes) -> bytes:
     alphabet = FILENAME_ALPHABET
     for i in range(0, len(padded), 3):
         v = padded[i] << 16 | padded[i + 1] << 8 | padded[i + 2]
-        out += bytes((alphabet[v >> 18], alphabet[v >> 12 & 63], alphabet[v >> 6 & 63], alphabet[v & 63]))
+        out += bytes(
+            (alphabet[v >> 18], alphabet[v >> 12 & 63], alphabet[v >> 6 & 63], alphabet[v & 63])
+        )
     return bytes(out)
 
 
@@ -128,7 +130,9 @@ def decrypt_name(lower: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
     if len(body) != length or length <= SIG_SIZE + 1:
         raise NameDecodeError("truncated tag 70 packet")
     if body[:SIG_SIZE] != fnek.sig:
-        raise NameDecodeError(f"name was encrypted with key {body[:SIG_SIZE].hex()}, not {fnek.sig_hex}")
+        raise NameDecodeError(
+            f"name was encrypted with key {body[:SIG_SIZE].hex()}, not {fnek.sig_hex}"
+        )
     ciphertext = body[SIG_SIZE + 1 :]
     if len(ciphertext) % AES_BLOCK:
         raise NameDecodeError("tag 70 ciphertext is not a whole number of blocks")
@@ -147,6 +151,8 @@ def encrypted_name_len(name_len: int) -> int:
 
 
 assert encrypted_name_len(MAX_NAME_BYTES) <= 255 < encrypted_name_len(MAX_NAME_BYTES + 1)
-assert encrypted_name_len(MAX_SYMLINK_TARGET_BYTES) < 4096 <= encrypted_name_len(
-    MAX_SYMLINK_TARGET_BYTES + 1
+assert (
+    encrypted_name_len(MAX_SYMLINK_TARGET_BYTES)
+    < 4096
+    <= encrypted_name_len(MAX_SYMLINK_TARGET_BYTES + 1)
 )

@@ -115,8 +115,12 @@ class TarWriter:
         self._free()
 
 
-def write_tar(entries: tuple[Entry, ...] | list[Entry], open_data: Opener, fd: int,
-              on_skip: Callable[[Entry], None] | None = None) -> None:
+def write_tar(
+    entries: tuple[Entry, ...] | list[Entry],
+    open_data: Opener,
+    fd: int,
+    on_skip: Callable[[Entry], None] | None = None,
+) -> None:
     """Stream `entries` as a pax tar to `fd`. A FILE whose data cannot be opened is skipped,
     and so are its hard links (the opener has warned)."""
     writer = TarWriter(fd)

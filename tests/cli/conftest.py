@@ -32,8 +32,15 @@ def run_cli(
     if drop_dac:
         # root ignores file permissions; without these capabilities it meets them like anyone
         cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
-    return subprocess.run(cmd, input=stdin, capture_output=True, env=env, cwd=cwd,
-                          stdin=None if stdin is not None else subprocess.DEVNULL, timeout=600)
+    return subprocess.run(
+        cmd,
+        input=stdin,
+        capture_output=True,
+        env=env,
+        cwd=cwd,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        timeout=600,
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ import pytest
 from tests.cli.conftest import PASSPHRASE, run_cli
 from tests.support.trees import make_case_tree
 
-needs_tar = pytest.mark.skipif(shutil.which("bsdtar") is None, reason="bsdtar (libarchive-tools) missing")
+needs_tar = pytest.mark.skipif(
+    shutil.which("bsdtar") is None, reason="bsdtar (libarchive-tools) missing"
+)
 
 
 def members(tar: Path) -> dict[str, libarchive.ArchiveEntry]:
@@ -45,7 +47,9 @@ def test_create_layout_and_sizes(case_tree: Path, tmp_path: Path) -> None:
     assert len(lower) == src_count
     for _ftype, size, _ in m.values():
         assert size is None or size == 0 or size % 4096 == 0 or size < 8192
-    restore = subprocess.run(["tar", "-xOf", str(out), "RESTORE.txt"], capture_output=True, check=True).stdout
+    restore = subprocess.run(
+        ["tar", "-xOf", str(out), "RESTORE.txt"], capture_output=True, check=True
+    ).stdout
     assert b"mount -i -t ecryptfs" in restore and b"ecryptfs_fnek_sig=dfe2081a9780d1ee" in restore
     assert PASSPHRASE.encode() not in out.read_bytes()
 
@@ -166,11 +170,27 @@ def test_exclude_and_exclude_from(tmp_path: Path) -> None:
     pats = tmp_path / "ex"
     pats.write_text("*.txt\n")
     out = tmp_path / "o.tar"
-    r = run_cli(["create", str(src), "-o", str(out), "--fnek", "off", "--exclude", "build",
-                 "--exclude", "*.o", "--exclude-from", str(pats)])
+    r = run_cli(
+        [
+            "create",
+            str(src),
+            "-o",
+            str(out),
+            "--fnek",
+            "off",
+            "--exclude",
+            "build",
+            "--exclude",
+            "*.o",
+            "--exclude-from",
+            str(pats),
+        ]
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(p for p in members(out) if p.startswith("Private/")) == [
-        "Private/keep.c", "Private/sub"]
+        "Private/keep.c",
+        "Private/sub",
+    ]
 
 
 def test_socket_skipped_with_warning(tmp_path: Path) -> None:
@@ -192,7 +212,12 @@ def test_broken_pipe_is_one_line(case_tree: Path) -> None:
     env = dict(os.environ, ECARCHIVE_PASSPHRASE=PASSPHRASE)
     p = subprocess.run(
         f"python3 -m ecarchive create {case_tree} -q | head -c 1000 >/dev/null; exit ${{PIPESTATUS[0]}}",
-        shell=True, executable="/bin/bash", capture_output=True, env=env, timeout=300)
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and "Broken pipe" in lines[0] and "Traceback" not in p.stderr.decode()
@@ -202,8 +227,12 @@ def test_broken_pipe_is_one_line(case_tree: Path) -> None:
 def small_fs(tmp_path: Path):  # type: ignore[no-untyped-def]
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs (not root?)")
     yield mnt
     subprocess.run(["umount", str(mnt)], check=True)
@@ -227,7 +256,10 @@ def test_bad_passphrases_refused(tmp_path: Path, bad: str) -> None:
     src.mkdir()
     pf = tmp_path / "pf"
     pf.write_bytes(bad.encode() + b"\n")
-    r = run_cli(["create", str(src), "-o", str(tmp_path / "o.tar"), "--passphrase-file", str(pf)], passphrase=None)
+    r = run_cli(
+        ["create", str(src), "-o", str(tmp_path / "o.tar"), "--passphrase-file", str(pf)],
+        passphrase=None,
+    )
     assert r.returncode == 2 and b"passphrase" in r.stderr
     assert not (tmp_path / "o.tar").exists()
 
@@ -237,7 +269,9 @@ def test_passphrase_sources_agree(tmp_path: Path) -> None:
     pf.write_text(PASSPHRASE + "\n")
     by_env = run_cli(["keys"]).stdout
     by_file = run_cli(["keys", "--passphrase-file", str(pf)], passphrase=None).stdout
-    by_fd = run_cli(["keys", "--passphrase-fd", "0"], passphrase=None, stdin=PASSPHRASE.encode()).stdout
+    by_fd = run_cli(
+        ["keys", "--passphrase-fd", "0"], passphrase=None, stdin=PASSPHRASE.encode()
+    ).stdout
     assert by_env == by_file == by_fd
     assert b"3ab38bb4917daae6" in by_env and b"dfe2081a9780d1ee" in by_env
 
@@ -245,7 +279,10 @@ def test_passphrase_sources_agree(tmp_path: Path) -> None:
 def test_no_passphrase_without_tty_is_clear(tmp_path: Path) -> None:
     src = tmp_path / "s"
     src.mkdir()
-    r = subprocess.run(["setsid", "python3", "-m", "ecarchive", "create", str(src), "-o", str(tmp_path / "o")],
-                       capture_output=True, env={k: v for k, v in os.environ.items() if k != "ECARCHIVE_PASSPHRASE"},
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["setsid", "python3", "-m", "ecarchive", "create", str(src), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if k != "ECARCHIVE_PASSPHRASE"},
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 2 and b"--passphrase-file" in r.stderr

@@ -106,7 +106,9 @@ def test_kernel_fnek_header_flags(fixture: str) -> None:
         ("aes128-fnek-same", FnekMode.SAME, 16),
     ],
 )
-def test_kernel_names_reproduced_byte_for_byte(fixture: str, mode: FnekMode, key_bytes: int) -> None:
+def test_kernel_names_reproduced_byte_for_byte(
+    fixture: str, mode: FnekMode, key_bytes: int
+) -> None:
     fnek = derive_keyset(PASS, mode).fnek
     assert fnek is not None
     lines = (FIXTURES / f"{fixture}.name-map").read_bytes().splitlines()
@@ -136,8 +138,12 @@ def test_kernel_symlink_targets_decrypt() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(name=st.binary(min_size=1, max_size=MAX_NAME_BYTES).filter(lambda b: b"/" not in b and b"\0" not in b),
-       key_bytes=st.sampled_from([16, 24, 32]))
+@given(
+    name=st.binary(min_size=1, max_size=MAX_NAME_BYTES).filter(
+        lambda b: b"/" not in b and b"\0" not in b
+    ),
+    key_bytes=st.sampled_from([16, 24, 32]),
+)
 def test_names_round_trip_and_fit(name: bytes, key_bytes: int) -> None:
     lower = encrypt_name(name, KEY, key_bytes)
     assert lower.startswith(FNEK_PREFIX)
@@ -169,15 +175,24 @@ def test_filename_encoding_round_trip(data: bytes) -> None:
 def test_lower_size(n: int) -> None:
     size = lower_size(n)
     assert size % 4096 == 0 and size >= HEADER_SIZE
-    assert size - HEADER_SIZE - 4096 < n <= size - HEADER_SIZE or n == 0 and size == HEADER_SIZE
+    assert size - HEADER_SIZE - 4096 < n <= size - HEADER_SIZE or (n == 0 and size == HEADER_SIZE)
 
 
 @settings(max_examples=50, deadline=None)
-@given(size=st.integers(min_value=0, max_value=2**63), marker=st.integers(0, 2**32 - 1),
-       key_bytes=st.sampled_from([16, 24, 32]), fnek=st.booleans(), fek_seed=st.binary(min_size=32, max_size=32))
-def test_header_round_trip(size: int, marker: int, key_bytes: int, fnek: bool, fek_seed: bytes) -> None:
+@given(
+    size=st.integers(min_value=0, max_value=2**63),
+    marker=st.integers(0, 2**32 - 1),
+    key_bytes=st.sampled_from([16, 24, 32]),
+    fnek=st.booleans(),
+    fek_seed=st.binary(min_size=32, max_size=32),
+)
+def test_header_round_trip(
+    size: int, marker: int, key_bytes: int, fnek: bool, fek_seed: bytes
+) -> None:
     fek = fek_seed[:key_bytes]
-    header = build_header(size, marker, key_packets(wrap_fek(fek, KEY), key_bytes, KEY.sig), filenames_encrypted=fnek)
+    header = build_header(
+        size, marker, key_packets(wrap_fek(fek, KEY), key_bytes, KEY.sig), filenames_encrypted=fnek
+    )
     assert len(header) == HEADER_SIZE
     parsed = parse_header(header)
     assert parsed.plain_size == size and parsed.marker == marker
@@ -186,17 +201,27 @@ def test_header_round_trip(size: int, marker: int, key_bytes: int, fnek: bool, f
 
 
 def test_bad_marker_rejected() -> None:
-    header = bytearray(build_header(1, 5, key_packets(wrap_fek(bytes(16), KEY), 16, KEY.sig), filenames_encrypted=True))
+    header = bytearray(
+        build_header(
+            1, 5, key_packets(wrap_fek(bytes(16), KEY), 16, KEY.sig), filenames_encrypted=True
+        )
+    )
     header[12] ^= 1
     with pytest.raises(HeaderError, match="marker"):
         parse_header(bytes(header))
 
 
-@pytest.mark.skipif(shutil.which("ecryptfs-wrap-passphrase") is None, reason="ecryptfs-utils not installed")
+@pytest.mark.skipif(
+    shutil.which("ecryptfs-wrap-passphrase") is None, reason="ecryptfs-utils not installed"
+)
 def test_unwrap_file_made_by_ecryptfs_utils(tmp_path: Path) -> None:
     target = tmp_path / "wrapped-passphrase"
-    subprocess.run(["ecryptfs-wrap-passphrase", str(target), "-"], input=b"0123456789abcdef0123456789abcdef\nlogin pw",
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ecryptfs-wrap-passphrase", str(target), "-"],
+        input=b"0123456789abcdef0123456789abcdef\nlogin pw",
+        check=True,
+        capture_output=True,
+    )
     blob = target.read_bytes()
     assert blob[:2] == b":\x02"
     assert unwrap_passphrase(blob, b"login pw") == b"0123456789abcdef0123456789abcdef"

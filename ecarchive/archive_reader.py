@@ -1,0 +1,519 @@
+"""Readers of lower trees: a tar or ISO image (file or stdin, via libarchive) or a directory.
+
+Every reader yields `LowerEntry` values with paths relative to the *lower root*, in archive order
+(parents before children), and never holds more than one member's data at a time.
+
+Where the lower root is: an archive made by ecarchive holds `RESTORE.txt` (plain text, first)
+and one directory `NAME/` with the lower tree; a tar of a kernel lower directory holds the lower
+tree at its top level. The rule: if the top level holds a plain (non-eCryptfs) `RESTORE.txt`
+and exactly one directory beside it (and maybe plain `MANIFEST*` files), that directory is the
+lower root; otherwise the top level is. A plain top-level `RESTORE.txt`/`MANIFEST*` is never
+restored. A stream (stdin) cannot be looked at twice, so there the first top-level member
+decides: a plain `RESTORE.txt`/`MANIFEST*` means the wrapped layout, anything else the bare one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import libarchive
+from libarchive import ffi
+from libarchive.exception import ArchiveError
+
+from .ecryptfs.constants import MAGIC_MARKER, MARKER_BYTES, SIZE_FIELD_BYTES
+from .errors import ArchiveUnreadable, Reporter
+from .model import Kind
+
+STDIN = "-"
+RESTORE_NAME = b"RESTORE.txt"
+MANIFEST_PREFIX = b"MANIFEST"
+# libarchive reads stdin in blocks of this size; its default (the pipe's 4 KiB) costs syscalls
+STREAM_BLOCK = 1 << 20
+_PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # enough to see the eCryptfs marker
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+_NS = 1_000_000_000
+
+Progress = Callable[[int], None]
+Path = tuple[bytes, ...]  # components below the lower root, never empty, never "." or ".."
+
+
+class MemberUnreadable(Exception):
+    """One member's data cannot be read (I/O error, or the archive ends inside it)."""
+
+
+class DataReader(Protocol):
+    def readinto(self, view: memoryview) -> int:
+        """Fill `view`; fewer bytes than len(view) only at the end of the member."""
+        ...
+
+
+@dataclass(slots=True)
+class LowerEntry:
+    """One member of a lower tree, relative to the lower root."""
+
+    kind: Kind
+    path: Path
+    mode: int  # permission bits incl. setuid/setgid/sticky
+    uid: int
+    gid: int
+    uname: str
+    gname: str
+    mtime_ns: int
+    size: int = 0  # lower data bytes (FILE)
+    symlink: bytes = b""  # SYMLINK: the stored (lower) target
+    link_path: Path = ()  # HARDLINK: lower path of the file it is another name of
+    rdev: int = 0
+    data: DataReader | None = None  # FILE only; valid until the next entry is asked for
+
+    @property
+    def display(self) -> str:
+        return os.fsdecode(b"/".join(self.path))
+
+
+class UnsafePath(ValueError):
+    """A member path that could land outside the destination."""
+
+
+def split_member_path(raw: bytes) -> Path:
+    """Archive member path → components: './' and empty parts dropped; '..' and '/x' refused."""
+    if raw.startswith(b"/"):
+        raise UnsafePath("absolute path")
+    parts = tuple(p for p in raw.split(b"/") if p and p != b".")
+    if b".." in parts:
+        raise UnsafePath("path contains '..'")
+    return parts
+
+
+def has_ecryptfs_marker(first_bytes: bytes) -> bool:
+    """ecryptfs_validate_marker on the bytes after the 8-byte size field."""
+    if len(first_bytes) < _PEEK_BYTES:
+        return False
+    m1 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES : SIZE_FIELD_BYTES + 4], "big")
+    m2 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES + 4 : _PEEK_BYTES], "big")
+    return m1 ^ m2 == MAGIC_MARKER
+
+
+def is_side_file_name(name: bytes) -> bool:
+    """Names ecarchive writes beside the lower directory."""
+    return name == RESTORE_NAME or name.startswith(MANIFEST_PREFIX)
+
+
+class _Peeked:
+    """A reader whose first bytes were already taken to look for the eCryptfs marker."""
+
+    def __init__(self, head: bytes, rest: DataReader) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readinto(self, view: memoryview) -> int:
+        n = 0
+        if self._head:
+            n = min(len(self._head), len(view))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            if n == len(view):
+                return n
+        return n + self._rest.readinto(view[n:])
+
+
+def _peek(reader: DataReader) -> tuple[bytes, DataReader]:
+    buf = bytearray(_PEEK_BYTES)
+    n = reader.readinto(memoryview(buf))
+    head = bytes(buf[:n])
+    return head, _Peeked(head, reader)
+
+
+# --- libarchive (tar, pax, ISO 9660, ...) -----------------------------------------------------
+
+
+class _ArchiveData:
+    """Member data straight from libarchive, counted for the progress callback."""
+
+    def __init__(self, archive_p: Any, progress: Progress | None) -> None:
+        self._a = archive_p
+        self._progress = progress
+        self.consumed = 0
+
+    def readinto(self, view: memoryview) -> int:
+        got = 0
+        want = len(view)
+        # libarchive copies into a C pointer; a ctypes view over the same memory avoids a copy
+        target = (ctypes.c_char * want).from_buffer(view) if want else None
+        base = ctypes.addressof(target) if target is not None else 0
+        while got < want:
+            try:
+                n = ffi.read_data(self._a, base + got, want - got)
+            except ArchiveError as e:
+                raise MemberUnreadable(f"archive data unreadable: {e.msg}") from e
+            if n == 0:
+                break
+            got += n
+        self.consumed += got
+        if self._progress and got:
+            self._progress(got)
+        return got
+
+
+def _text(value_b: bytes | None, value_w: str | None) -> bytes:
+    if value_b is not None:
+        return bytes(value_b)
+    return os.fsencode(value_w) if value_w else b""
+
+
+def _kind_of(filetype: int, is_hardlink: bool) -> Kind | None:
+    if is_hardlink:
+        return Kind.HARDLINK
+    return {
+        stat.S_IFDIR: Kind.DIR,
+        stat.S_IFREG: Kind.FILE,
+        stat.S_IFLNK: Kind.SYMLINK,
+        stat.S_IFIFO: Kind.FIFO,
+        stat.S_IFCHR: Kind.CHAR,
+        stat.S_IFBLK: Kind.BLOCK,
+    }.get(stat.S_IFMT(filetype))
+
+
+@dataclass(slots=True)
+class _RawMember:
+    path: Path
+    entry: LowerEntry
+
+
+def _archive_members(
+    archive: Any, reporter: Reporter | None, progress: Progress | None
+) -> Iterator[_RawMember]:
+    """Every member with a safe path; the LowerEntry's path is the full member path."""
+    a = archive._pointer
+    entry = libarchive.entry.ArchiveEntry(a)
+    e = entry._entry_p
+    while True:
+        try:
+            if ffi.read_next_header2(a, e) == ffi.ARCHIVE_EOF:
+                return
+        except ArchiveError as err:
+            raise ArchiveUnreadable(f"cannot read the archive: {err.msg}") from err
+        raw = _text(ffi.entry_pathname(e), ffi.entry_pathname_w(e))
+        hard = _text(ffi.entry_hardlink(e), ffi.entry_hardlink_w(e))
+        try:
+            path = split_member_path(raw)
+            link_path = split_member_path(hard) if hard else ()
+        except UnsafePath as why:
+            if reporter:
+                reporter.warn(f"{os.fsdecode(raw)}: {why}; skipped")
+            continue
+        if not path:
+            continue  # the archive's own "./"
+        kind = _kind_of(ffi.entry_filetype(e), bool(hard))
+        if kind is None:
+            if reporter:
+                reporter.warn(f"{os.fsdecode(raw)}: unsupported member type; skipped")
+            continue
+        size = ffi.entry_size(e) if ffi.entry_size_is_set(e) else 0
+        data = _ArchiveData(a, progress) if kind is Kind.FILE else None
+        lower = LowerEntry(
+            kind=kind,
+            path=path,
+            mode=ffi.entry_perm(e) & 0o7777,
+            uid=ffi.entry_uid(e),
+            gid=ffi.entry_gid(e),
+            uname=_text(ffi.entry_uname(e), None).decode(errors="replace"),
+            gname=_text(ffi.entry_gname(e), None).decode(errors="replace"),
+            mtime_ns=ffi.entry_mtime(e) * _NS + ffi.entry_mtime_nsec(e),
+            size=size if kind is Kind.FILE else 0,
+            symlink=(
+                _text(ffi.entry_symlink(e), ffi.entry_symlink_w(e)) if kind is Kind.SYMLINK else b""
+            ),
+            link_path=link_path,
+            rdev=os.makedev(ffi.entry_rdevmajor(e), ffi.entry_rdevminor(e)),
+            data=data,
+        )
+        yield _RawMember(path, lower)
+        # libarchive skips unread data itself; count it so a progress bar reaches its total
+        if data is not None and progress and size > data.consumed:
+            progress(size - data.consumed)
+
+
+@contextmanager
+def _open_archive(source: str) -> Iterator[Any]:
+    try:
+        if source == STDIN:
+            with libarchive.read.new_archive_read() as a:
+                ffi.read_open_fd(a, 0, STREAM_BLOCK)
+                yield libarchive.read.ArchiveRead(a)
+        else:
+            with libarchive.file_reader(source) as archive:
+                yield archive
+    except ArchiveError as err:
+        raise ArchiveUnreadable(f"{source}: cannot read the archive: {err.msg}") from err
+
+
+@dataclass(slots=True)
+class _TopLevel:
+    """What the first pass saw at the top level of a seekable archive."""
+
+    side_files: set[bytes]  # plain RESTORE.txt / MANIFEST* names
+    wrapper: bytes | None  # the lower root directory name, when the layout is wrapped
+
+
+def _scan_top_level(source: str, reporter: Reporter) -> _TopLevel:
+    side: set[bytes] = set()
+    dirs: set[bytes] = set()
+    others: set[bytes] = set()
+    with _open_archive(source) as archive:
+        # no reporter: the second pass reports path problems
+        for m in _archive_members(archive, None, None):
+            top = m.path[0]
+            if len(m.path) > 1 or m.entry.kind is Kind.DIR:
+                dirs.add(top)
+            elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
+                head, _ = _peek(m.entry.data)
+                (others if has_ecryptfs_marker(head) else side).add(top)
+            else:
+                others.add(top)
+    wrapped = RESTORE_NAME in side and len(dirs) == 1 and not (others - dirs)
+    return _TopLevel(side_files=side, wrapper=next(iter(dirs)) if wrapped else None)
+
+
+def _stream_layout(members: Iterator[_RawMember], reporter: Reporter) -> Iterator[LowerEntry]:
+    """One-pass layout decision for stdin: the first top-level member decides."""
+    wrapped: bool | None = None
+    wrapper: bytes | None = None
+    for m in members:
+        top = m.path[0]
+        single = len(m.path) == 1
+        if single and m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
+            head, m.entry.data = _peek(m.entry.data)
+            if not has_ecryptfs_marker(head):
+                if wrapped is None:
+                    wrapped = True
+                continue
+        if wrapped is None:
+            wrapped = False
+        if not wrapped:
+            yield m.entry
+            continue
+        if wrapper is None and m.entry.kind is Kind.DIR and single:
+            wrapper = top
+            continue
+        if top != wrapper or single:
+            reporter.warn(f"{os.fsdecode(b'/'.join(m.path))}: outside the lower directory; ignored")
+            continue
+        if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (wrapper,):
+            reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
+            continue
+        yield _rebased(m.entry, 1)
+
+
+def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
+    entry.path = entry.path[depth:]
+    if entry.link_path:
+        entry.link_path = entry.link_path[depth:]
+    return entry
+
+
+def _seekable_layout(
+    members: Iterator[_RawMember], top: _TopLevel, reporter: Reporter
+) -> Iterator[LowerEntry]:
+    for m in members:
+        first = m.path[0]
+        if len(m.path) == 1 and m.entry.kind is Kind.FILE and first in top.side_files:
+            continue
+        if top.wrapper is None:
+            yield m.entry
+        elif first == top.wrapper and len(m.path) > 1:
+            if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (top.wrapper,):
+                reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
+                continue
+            yield _rebased(m.entry, 1)
+
+
+# --- a directory on disk --------------------------------------------------------------------
+
+
+class _FileData:
+    """A lower file on disk, opened on first read and closed by the walker."""
+
+    def __init__(self, path: bytes, progress: Progress | None) -> None:
+        self._path = path
+        self._progress = progress
+        self._fd: int | None = None
+
+    def readinto(self, view: memoryview) -> int:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, _OPEN_FLAGS)
+            got = 0
+            while got < len(view):
+                n = os.readv(self._fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+        except OSError as e:
+            raise MemberUnreadable(e.strerror or str(e)) from e
+        if self._progress and got:
+            self._progress(got)
+        return got
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _plain_side_file(path: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return not has_ecryptfs_marker(f.read(_PEEK_BYTES))
+    except OSError:
+        return False
+
+
+def find_lower_root(directory: bytes) -> bytes:
+    """The lower root inside an extracted archive (see the module docstring)."""
+    side = False
+    dirs: list[bytes] = []
+    others = 0
+    with os.scandir(directory) as it:
+        for d in it:
+            if d.is_dir(follow_symlinks=False):
+                dirs.append(d.name)
+            elif (
+                d.is_file(follow_symlinks=False)
+                and is_side_file_name(d.name)
+                and _plain_side_file(d.path)
+            ):
+                side = side or d.name == RESTORE_NAME
+            else:
+                others += 1
+    if side and len(dirs) == 1 and not others:
+        return os.path.join(directory, dirs[0])
+    return directory
+
+
+def _sorted_children(
+    dir_abs: bytes, dir_path: Path, reporter: Reporter
+) -> list[os.DirEntry[bytes]]:
+    try:
+        with os.scandir(dir_abs) as it:
+            return sorted(it, key=lambda d: d.name)
+    except OSError as e:
+        where = os.fsdecode(b"/".join(dir_path) or b".")
+        reporter.warn(f"{where}: cannot read directory: {e.strerror}")
+        return []
+
+
+def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Iterator[LowerEntry]:
+    """Walk a lower directory sorted by name bytes, parents first; hard links found by inode.
+
+    Iterative (a stack of sorted child lists) so depth is bounded by memory, not recursion.
+    """
+    first_name: dict[tuple[int, int], Path] = {}
+    stack: list[tuple[Path, Iterator[os.DirEntry[bytes]]]] = [
+        ((), iter(_sorted_children(root, (), reporter)))
+    ]
+    while stack:
+        dir_path, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
+        path = (*dir_path, child.name)
+        if (
+            not dir_path
+            and is_side_file_name(child.name)
+            and child.is_file(follow_symlinks=False)
+            and _plain_side_file(child.path)
+        ):
+            continue
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as e:
+            reporter.warn(f"{os.fsdecode(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
+            continue
+        entry = _dir_entry(child.path, path, st, first_name, reporter, progress)
+        if entry is None:
+            continue
+        yield entry
+        if isinstance(entry.data, _FileData):
+            entry.data.close()
+        if entry.kind is Kind.DIR:
+            stack.append((path, iter(_sorted_children(child.path, path, reporter))))
+
+
+def _dir_entry(
+    abs_path: bytes,
+    path: Path,
+    st: os.stat_result,
+    first_name: dict[tuple[int, int], Path],
+    reporter: Reporter,
+    progress: Progress | None,
+) -> LowerEntry | None:
+    mode = st.st_mode
+    common: dict[str, Any] = {
+        "path": path,
+        "mode": stat.S_IMODE(mode),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "uname": "",
+        "gname": "",
+        "mtime_ns": st.st_mtime_ns,
+    }
+    if stat.S_ISDIR(mode):
+        return LowerEntry(kind=Kind.DIR, **common)
+    if stat.S_ISREG(mode):
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            if key in first_name:
+                return LowerEntry(kind=Kind.HARDLINK, link_path=first_name[key], **common)
+            first_name[key] = path
+        data = _FileData(abs_path, progress)
+        return LowerEntry(kind=Kind.FILE, size=st.st_size, data=data, **common)
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(abs_path)
+        except OSError as e:
+            where = os.fsdecode(b"/".join(path))
+            reporter.warn(f"{where}: cannot read symlink: {e.strerror}; skipped")
+            return None
+        return LowerEntry(kind=Kind.SYMLINK, symlink=target, **common)
+    if stat.S_ISFIFO(mode):
+        return LowerEntry(kind=Kind.FIFO, **common)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = Kind.CHAR if stat.S_ISCHR(mode) else Kind.BLOCK
+        return LowerEntry(kind=kind, rdev=st.st_rdev, **common)
+    reporter.warn(f"{os.fsdecode(b'/'.join(path))}: unsupported file type; skipped")
+    return None
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_lower_tree(
+    source: str, reporter: Reporter, progress: Progress | None = None
+) -> Iterator[Iterator[LowerEntry]]:
+    """The lower entries of SOURCE: '-' (stdin), an archive file, or an extracted directory.
+
+    `progress`, when given, is called with the number of lower bytes consumed as reading goes
+    (an archive's member sizes; a directory's file sizes).
+    """
+    if source != STDIN and os.path.isdir(source):
+        root = find_lower_root(os.fsencode(source))
+        yield _dir_walk(root, reporter, progress)
+        return
+    if source != STDIN and not os.path.exists(source):
+        raise ArchiveUnreadable(f"{source}: no such file or directory")
+    top = None if source == STDIN else _scan_top_level(source, reporter)
+    with _open_archive(source) as archive:
+        members = _archive_members(archive, reporter, progress)
+        if top is None:
+            yield _stream_layout(members, reporter)
+        else:
+            yield _seekable_layout(members, top, reporter)
+

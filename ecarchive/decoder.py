@@ -1,0 +1,281 @@
+"""Lower entries → plaintext entries: which keys apply, names, symlink targets, file contents.
+
+The user gives only the passphrase. The file key comes from the default salt; the filename key
+is either the separate FNEK (`ecryptfs-add-passphrase --fnek`) or the file key itself
+(`mount.ecryptfs`), told apart by the signature in the first encrypted name. Names without the
+`ECRYPTFS_FNEK_ENCRYPTED.` prefix are clear names, as the kernel shows them.
+
+A wrong passphrase is told apart from a damaged file by order: until one signature (in a name
+or a header) has matched, a foreign signature means the passphrase is wrong; after that it
+means that one entry is damaged or came from elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .archive_reader import DataReader, LowerEntry, MemberUnreadable, Path
+from .ecryptfs.constants import AES_CODES, EXTENT_SIZE, FNEK_SALT, HEADER_READ_SIZE
+from .ecryptfs.extent import decrypt_extents, root_iv
+from .ecryptfs.header import HeaderError, parse_header, unwrap_fek
+from .ecryptfs.keys import FnekMode, KeyringKey, derive_key
+from .ecryptfs.names import NameDecodeError, decrypt_name, encrypt_name, is_encrypted_name, name_sig
+from .ecryptfs.sizes import extent_count
+from .errors import Reporter, WrongPassphrase
+from .model import Kind
+
+CHUNK = 1 << 20  # lower bytes decrypted per call; a multiple of EXTENT_SIZE
+_NAME_KEY_BYTES = tuple(AES_CODES)  # the kernel uses the mount's key size for names: 16, 24, 32
+_KEY_BYTES_OF_CODE = {code: n for n, code in AES_CODES.items()}
+_NAME_CACHE_MAX = 4096
+_BAD_NAMES = (b"", b".", b"..")
+
+
+class DamagedEntry(Exception):
+    """One entry cannot be decrypted (bad marker, bad packet, truncated, another key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileKey:
+    fek: bytes
+    root_iv: bytes
+    plain_size: int
+    metadata_size: int
+
+
+class Keys:
+    """The keys one passphrase gives, and what the archive showed about how they are used."""
+
+    def __init__(self, passphrase: bytes) -> None:
+        self.file_key = derive_key(passphrase)
+        self.separate_fnek = derive_key(passphrase, FNEK_SALT)
+        self.fnek: KeyringKey | None = None
+        self.fnek_mode: FnekMode | None = None
+        self.name_key_bytes: int | None = None
+        self.verified = False  # some signature in the archive matched this passphrase
+
+    def _foreign(self, what: str, sig: bytes, expected: str) -> DamagedEntry:
+        if not self.verified:
+            raise WrongPassphrase(
+                f"wrong passphrase: the archive's {what} were encrypted with key {sig.hex()}, "
+                f"this passphrase gives {expected}",
+                hint="check the passphrase (RESTORE.txt in the archive names the signatures)",
+            )
+        return DamagedEntry(f"{what} encrypted with another key ({sig.hex()})")
+
+    def _pick_fnek(self, sig: bytes) -> KeyringKey:
+        if self.fnek is not None:
+            if sig != self.fnek.sig:
+                raise self._foreign("names", sig, self.fnek.sig_hex)
+            return self.fnek
+        if sig == self.separate_fnek.sig:
+            self.fnek, self.fnek_mode = self.separate_fnek, FnekMode.SEPARATE
+        elif sig == self.file_key.sig:
+            self.fnek, self.fnek_mode = self.file_key, FnekMode.SAME
+        else:
+            expected = f"{self.separate_fnek.sig_hex} or {self.file_key.sig_hex}"
+            raise self._foreign("names", sig, expected)
+        return self.fnek
+
+    def _detect_name_key_bytes(self, lower: bytes, fnek: KeyringKey) -> int | None:
+        """The key size whose decryption re-encrypts to the very same lower name.
+
+        Names are deterministic (write_tag_70_packet), so only the right size round-trips.
+        """
+        for n in _NAME_KEY_BYTES:
+            try:
+                plain = decrypt_name(lower, fnek, n)
+            except NameDecodeError:
+                continue
+            if encrypt_name(plain, fnek, n) == lower:
+                return n
+        return None
+
+    def name(self, lower: bytes) -> bytes:
+        """A lower name or symlink target in plaintext (clear names are returned as they are)."""
+        if not is_encrypted_name(lower):
+            return lower
+        try:
+            sig = name_sig(lower)
+        except NameDecodeError as e:
+            raise DamagedEntry(f"undecodable encrypted name: {e}") from e
+        fnek = self._pick_fnek(sig)
+        self.verified = True
+        key_bytes = self.name_key_bytes or self._detect_name_key_bytes(lower, fnek)
+        if key_bytes is None:
+            raise DamagedEntry("encrypted name does not decrypt with any AES key size")
+        self.name_key_bytes = key_bytes
+        try:
+            return decrypt_name(lower, fnek, key_bytes)
+        except NameDecodeError as e:
+            raise DamagedEntry(f"encrypted name does not decrypt: {e}") from e
+
+    def file_key_of(self, first_page: bytes | memoryview) -> FileKey:
+        """parse the header and unwrap the file's FEK (ecryptfs_read_metadata)."""
+        try:
+            header = parse_header(bytes(first_page))
+        except HeaderError as e:
+            raise DamagedEntry(str(e)) from e
+        packet = header.packet_for(self.file_key.sig)
+        if packet is None:
+            raise self._foreign("files", header.packets[0].sig, self.file_key.sig_hex)
+        key_bytes = _KEY_BYTES_OF_CODE.get(packet.cipher_code)
+        if key_bytes is None:
+            raise DamagedEntry(f"cipher {header.cipher_name(packet)} is not supported")
+        fek = unwrap_fek(packet.efek, packet.cipher_code, self.file_key)
+        self.verified = True
+        if self.name_key_bytes is None:
+            self.name_key_bytes = key_bytes
+        return FileKey(fek, root_iv(fek), header.plain_size, header.metadata_size)
+
+
+def _read_full(data: DataReader, view: memoryview) -> int:
+    try:
+        return data.readinto(view)
+    except MemberUnreadable as e:
+        raise DamagedEntry(str(e)) from e
+
+
+class FileContent:
+    """A file's plaintext, decrypted extent by extent as the lower bytes stream past."""
+
+    def __init__(self, key: FileKey, data: DataReader, buffers: tuple[memoryview, memoryview]):
+        self.key = key
+        self._data = data
+        self._in, self._out = buffers
+
+    @property
+    def plain_size(self) -> int:
+        return self.key.plain_size
+
+    def chunks(self) -> Iterator[memoryview]:
+        """Plaintext in pieces of at most CHUNK bytes; each view is reused by the next one.
+
+        Extents past the header's size are ignored; raises DamagedEntry when data is missing.
+        """
+        key = self.key
+        remaining = key.plain_size
+        lower_left = extent_count(remaining) * EXTENT_SIZE
+        index = 0
+        while remaining > 0:
+            want = min(CHUNK, lower_left)
+            got = _read_full(self._data, self._in[:want])
+            if got < want:
+                done = index * EXTENT_SIZE + got
+                raise DamagedEntry(
+                    f"truncated: {done} of {extent_count(key.plain_size) * EXTENT_SIZE} bytes "
+                    "of encrypted data"
+                )
+            decrypt_extents(key.fek, key.root_iv, index, self._in[:want], self._out[:want])
+            take = min(want, remaining)
+            yield self._out[:take]
+            index += want // EXTENT_SIZE
+            lower_left -= want
+            remaining -= take
+
+
+@dataclass(slots=True)
+class PlainEntry:
+    """A decrypted entry: plaintext path relative to the restore root, '/'-separated."""
+
+    kind: Kind
+    path: bytes
+    lower: LowerEntry  # mode, owner, times, device number
+    target: bytes = b""  # SYMLINK: plaintext target; HARDLINK: plaintext path of the file
+    content: FileContent | None = None  # FILE
+
+    @property
+    def display(self) -> str:
+        return os.fsdecode(self.path)
+
+
+class Decoder:
+    """Turns lower entries into plaintext entries, warning about (and skipping) damaged ones."""
+
+    def __init__(self, keys: Keys, reporter: Reporter) -> None:
+        self.keys = keys
+        self.reporter = reporter
+        self._names: dict[bytes, bytes] = {}
+        self._bad: set[Path] = set()  # directories whose subtree is skipped
+        self._in = memoryview(bytearray(CHUNK))
+        self._out = memoryview(bytearray(CHUNK))
+
+    def _component(self, lower: bytes) -> bytes:
+        plain = self._names.get(lower)
+        if plain is None:
+            plain = self.keys.name(lower)
+            if plain in _BAD_NAMES or b"/" in plain or b"\0" in plain:
+                raise DamagedEntry(f"decrypted name {plain!r} is not a safe file name")
+            if len(self._names) >= _NAME_CACHE_MAX:
+                self._names.clear()
+            self._names[lower] = plain
+        return plain
+
+    def _plain_path(self, path: Path) -> bytes:
+        return b"/".join(self._component(c) for c in path)
+
+    def _in_bad_dir(self, path: Path) -> bool:
+        return bool(self._bad) and any(path[:i] in self._bad for i in range(1, len(path)))
+
+    def _open_file(self, entry: LowerEntry) -> FileContent:
+        assert entry.data is not None
+        page = self._in[:HEADER_READ_SIZE]
+        got = _read_full(entry.data, page)
+        key = self.keys.file_key_of(page[:got])
+        if got < HEADER_READ_SIZE:
+            raise DamagedEntry("truncated inside the eCryptfs header")
+        skip = key.metadata_size - HEADER_READ_SIZE
+        while skip > 0:
+            n = min(skip, CHUNK)
+            if _read_full(entry.data, self._in[:n]) < n:
+                raise DamagedEntry("truncated inside the eCryptfs header")
+            skip -= n
+        return FileContent(key, entry.data, (self._in, self._out))
+
+    def _decode(self, entry: LowerEntry) -> PlainEntry:
+        """Raises DamagedEntry with a message that starts with the best path known."""
+        try:
+            path = self._plain_path(entry.path)
+        except DamagedEntry as e:
+            raise DamagedEntry(f"{entry.display}: {e}") from e
+        plain = PlainEntry(kind=entry.kind, path=path, lower=entry)
+        try:
+            if entry.kind is Kind.SYMLINK:
+                plain.target = self.keys.name(entry.symlink)
+                if not plain.target or b"\0" in plain.target:
+                    raise DamagedEntry("decrypted symlink target is empty or has a NUL byte")
+            elif entry.kind is Kind.HARDLINK:
+                plain.target = self._plain_path(entry.link_path)
+            elif entry.kind is Kind.FILE:
+                plain.content = self._open_file(entry)
+        except DamagedEntry as e:
+            raise DamagedEntry(f"{os.fsdecode(path)}: {e}") from e
+        return plain
+
+    def entries(self, lower: Iterator[LowerEntry]) -> Iterator[PlainEntry]:
+        """Plaintext entries in archive order. Until the passphrase is confirmed by a matching
+        signature, entries that carry none are held back, so a wrong passphrase is found before
+        the caller acts on anything."""
+        pending: list[PlainEntry] = []
+        for entry in lower:
+            if self._in_bad_dir(entry.path):
+                if entry.kind is Kind.DIR:
+                    self._bad.add(entry.path)
+                continue
+            try:
+                plain = self._decode(entry)
+            except DamagedEntry as e:
+                self.reporter.warn(f"{e}; skipped")
+                if entry.kind is Kind.DIR:
+                    self._bad.add(entry.path)
+                continue
+            if not self.keys.verified:
+                pending.append(plain)
+                continue
+            if pending:
+                yield from pending
+                pending.clear()
+            yield plain
+        yield from pending

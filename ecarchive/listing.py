@@ -1,0 +1,68 @@
+"""`ecarchive list`: the decrypted table of contents of a lower tree."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from .archive_reader import open_lower_tree
+from .decoder import Decoder, Keys, PlainEntry
+from .errors import Reporter
+from .model import Kind
+
+_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n"}
+_PRINTABLE_MIN = 0x20
+_DEL = 0x7F
+
+
+def escape_path(raw: bytes) -> str:
+    """UTF-8 shown as is; backslash, tab, newline as \\\\ \\t \\n; other bytes as \\xNN."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    for ch in text:
+        code = ord(ch)
+        if code in _ESCAPES:
+            out.append(_ESCAPES[code])
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < _PRINTABLE_MIN or code == _DEL:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def format_entry(entry: PlainEntry) -> str:
+    """One line: TYPE, SIZE, PATH[, TARGET], tab separated (see list_archive)."""
+    size = str(entry.content.plain_size) if entry.content is not None else "-"
+    fields = [entry.kind.value, size, escape_path(entry.path)]
+    if entry.kind in (Kind.SYMLINK, Kind.HARDLINK):
+        fields.append(escape_path(entry.target))
+    return "\t".join(fields)
+
+
+def list_archive(
+    source: str, passphrase: bytes, reporter: Reporter, out: TextIO | None = None
+) -> None:
+    """Print one line per entry of SOURCE (tar/ISO file, '-' for stdin, or a directory).
+
+    Format, tab separated, in archive order:
+
+        TYPE  SIZE  PATH  [TARGET]
+
+    TYPE is f (file), d (directory), l (symlink), h (hard link: another name of a file listed
+    before), p (fifo), c / b (character / block device). SIZE is the plaintext size in bytes
+    from the file's eCryptfs header for f, '-' for every other type. PATH is the decrypted path
+    relative to the lower root; TARGET is the decrypted symlink target (l) or the path of the
+    file a hard link names (h). In PATH and TARGET a backslash, tab and newline are written
+    as \\\\, \\t and \\n, other control characters and bytes that are not UTF-8 as \\xNN.
+
+    Raises WrongPassphrase before printing anything; damaged entries are warned about and left
+    out.
+    """
+    stream = out if out is not None else sys.stdout
+    keys = Keys(passphrase)
+    with open_lower_tree(source, reporter) as lower:
+        for entry in Decoder(keys, reporter).entries(lower):
+            stream.write(format_entry(entry) + "\n")
+    stream.flush()

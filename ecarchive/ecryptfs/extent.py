@@ -28,10 +28,15 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numpy is absent
     np = None  # type: ignore[assignment]
 
+_HAVE_NUMPY = np is not None
+
 EXTENT_SIZE = 4096
 BLOCK_SIZE = 16
 BLOCKS_PER_EXTENT = EXTENT_SIZE // BLOCK_SIZE
 IV_SIZE = 16
+# The numpy XORs work on 64-bit words, two per AES block.
+_WORD = 8
+_WORDS_PER_BLOCK = BLOCK_SIZE // _WORD
 # ecryptfs_derive_iv prints the extent number with "%lld" into a zeroed 16-byte field.
 _IV_INDEX_FIELD = 16
 _MAX_INDEX = 10 ** (_IV_INDEX_FIELD - 1) - 1
@@ -39,10 +44,11 @@ _MAX_INDEX = 10 ** (_IV_INDEX_FIELD - 1) - 1
 _UPDATE_SLACK = BLOCK_SIZE
 # Below this many extents the 256 per-row Python steps of the interleaved path cost more than
 # running one chain; measured on the target machine (see benchmarks/extent_bench.py).
-_INTERLEAVE_MIN_EXTENTS = 96
-# Extents per interleaved tile: 512 keeps source, transposed tile and output within the 2 MiB
-# L2 while making each ECB call (8 KiB) long enough to amortise the Python call.
-_INTERLEAVE_TILE_EXTENTS = 512
+_INTERLEAVE_MIN_EXTENTS = 56
+# Extents per interleaved tile: 256 (1 MiB) keeps source, tile and output within the 2 MiB L2
+# while making each ECB call (4 KiB) long enough to amortise the Python call; 128 and 512 were
+# both measured slower.
+_INTERLEAVE_TILE_EXTENTS = 256
 _CACHED_TILE_LAYOUTS = 4
 
 Buffer = bytes | bytearray | memoryview
@@ -70,10 +76,12 @@ def root_iv(fek: bytes) -> bytes:
     return hashlib.md5(fek).digest()
 
 
-def _index_field(index: int) -> bytes:
-    if not 0 <= index <= _MAX_INDEX:
-        raise ValueError(f"extent index {index} is outside eCryptfs's range 0..{_MAX_INDEX}")
-    return (b"%d" % index).ljust(_IV_INDEX_FIELD, b"\0")
+def _check_indexes(first_index: int, count: int) -> None:
+    last = first_index + max(count, 1) - 1
+    if first_index < 0 or last > _MAX_INDEX:
+        raise ValueError(
+            f"extent indexes {first_index}..{last} leave eCryptfs's range 0..{_MAX_INDEX}"
+        )
 
 
 def extent_iv(root_iv: bytes, index: int) -> bytes:
@@ -81,13 +89,12 @@ def extent_iv(root_iv: bytes, index: int) -> bytes:
 
     Mirrors ecryptfs_derive_iv; extent 0 is the first extent after the header.
     """
-    return _md5(root_iv + _index_field(index)).digest()
+    _check_indexes(index, 1)
+    return _md5(root_iv + (b"%d" % index).ljust(_IV_INDEX_FIELD, b"\0")).digest()
 
 
 def _extent_ivs(root: bytes, first_index: int, count: int) -> bytes:
-    """IVs of extents first_index .. first_index+count-1, concatenated."""
-    _index_field(first_index)
-    _index_field(first_index + count - 1)
+    """IVs of extents first_index .. first_index+count-1, concatenated; indexes are checked."""
     md5 = _md5
     return b"".join(
         [
@@ -97,13 +104,15 @@ def _extent_ivs(root: bytes, first_index: int, count: int) -> bytes:
     )
 
 
-def _extent_count(src: Buffer, dst: WritableBuffer) -> int:
+def _extent_count(first_index: int, src: Buffer, dst: WritableBuffer) -> int:
+    """Number of extents in src, after checking lengths and indexes before any output."""
     n = memoryview(src).nbytes
     m = memoryview(dst).nbytes
     if n != m:
         raise ValueError(f"src ({n} bytes) and dst ({m} bytes) differ in size")
     if n % EXTENT_SIZE:
         raise ValueError(f"length {n} is not a multiple of the {EXTENT_SIZE}-byte extent size")
+    _check_indexes(first_index, n // EXTENT_SIZE)
     return n // EXTENT_SIZE
 
 
@@ -136,21 +145,24 @@ def _encrypt_chained(
     count = len(src) // EXTENT_SIZE
     ivs = _extent_ivs(root, first_index, count)
     ctx = _cbc(fek, ivs[:IV_SIZE], encrypt=True)
-    # A private last extent keeps dst's neighbours untouched while giving update_into its slack.
-    tail = bytearray(EXTENT_SIZE + _UPDATE_SLACK)
+    last = count - 1
     previous = b""
     for k in range(count):
         lo = k * EXTENT_SIZE
         hi = lo + EXTENT_SIZE
-        out = dst[lo : hi + _UPDATE_SLACK] if k + 1 < count else memoryview(tail)
+        body = lo
         if k:
-            first = _xor16(src[lo : lo + BLOCK_SIZE], previous, ivs[k * IV_SIZE : (k + 1) * IV_SIZE])
-            ctx.update_into(first, out)
-            ctx.update_into(src[lo + BLOCK_SIZE : hi], out[BLOCK_SIZE:])
+            first = _xor16(
+                src[lo : lo + BLOCK_SIZE], previous, ivs[k * IV_SIZE : (k + 1) * IV_SIZE]
+            )
+            dst[lo : lo + BLOCK_SIZE] = ctx.update(first)
+            body += BLOCK_SIZE
+        if k < last:
+            # The slack update_into wants lies in the next extent, which is written later.
+            ctx.update_into(src[body:hi], dst[body : hi + _UPDATE_SLACK])
         else:
-            ctx.update_into(src[lo:hi], out)
-        previous = bytes(out[EXTENT_SIZE - BLOCK_SIZE : EXTENT_SIZE])
-    dst[(count - 1) * EXTENT_SIZE :] = tail[:EXTENT_SIZE]
+            dst[body:hi] = ctx.update(src[body:hi])
+        previous = bytes(dst[hi - BLOCK_SIZE : hi])
 
 
 class _TileLayout:
@@ -159,23 +171,27 @@ class _TileLayout:
     def __init__(self, scratch: bytearray, extents: int) -> None:
         row = extents * BLOCK_SIZE
         view = memoryview(scratch)
-        words = np.frombuffer(scratch, dtype=np.uint64, count=extents * EXTENT_SIZE // 8)
+        words = np.frombuffer(scratch, dtype=np.uint64, count=extents * EXTENT_SIZE // _WORD)
         self.blocks = np.frombuffer(
             scratch, dtype=np.dtype((np.void, BLOCK_SIZE)), count=extents * BLOCKS_PER_EXTENT
         ).reshape(BLOCKS_PER_EXTENT, extents)
-        self.word_rows = list(words.reshape(BLOCKS_PER_EXTENT, row // 8))
+        self.word_rows = list(words.reshape(BLOCKS_PER_EXTENT, row // _WORD))
         self.rows = [view[j * row : (j + 1) * row] for j in range(BLOCKS_PER_EXTENT)]
-        self.outs = [view[j * row : (j + 1) * row + _UPDATE_SLACK] for j in range(BLOCKS_PER_EXTENT)]
+        self.outs = [
+            view[j * row : (j + 1) * row + _UPDATE_SLACK] for j in range(BLOCKS_PER_EXTENT)
+        ]
 
 
 class _Scratch(threading.local):
-    """Per-thread reusable tile, so batches allocate nothing large."""
+    """Per-thread reusable tile, so batches allocate nothing large after the first."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray(_INTERLEAVE_TILE_EXTENTS * EXTENT_SIZE + _UPDATE_SLACK)
+        self.buffer: bytearray | None = None
         self.layouts: dict[int, _TileLayout] = {}
 
     def layout(self, extents: int) -> _TileLayout:
+        if self.buffer is None:
+            self.buffer = bytearray(_INTERLEAVE_TILE_EXTENTS * EXTENT_SIZE + _UPDATE_SLACK)
         found = self.layouts.get(extents)
         if found is None:
             if len(self.layouts) >= _CACHED_TILE_LAYOUTS:
@@ -184,14 +200,7 @@ class _Scratch(threading.local):
         return found
 
 
-_scratch: _Scratch | None = None
-
-
-def _thread_scratch() -> _Scratch:
-    global _scratch
-    if _scratch is None:
-        _scratch = _Scratch()
-    return _scratch
+_scratch = _Scratch()
 
 
 def _encrypt_interleaved(
@@ -203,7 +212,7 @@ def _encrypt_interleaved(
     block = np.dtype((np.void, BLOCK_SIZE))
     source = np.frombuffer(src, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
     target = np.frombuffer(dst, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
-    scratch = _thread_scratch()
+    scratch = _scratch
     xor = np.bitwise_xor
     encrypt_row = ecb.update_into
     for start in range(0, count, _INTERLEAVE_TILE_EXTENTS):
@@ -215,7 +224,7 @@ def _encrypt_interleaved(
         encrypt_row(tile.rows[0], tile.outs[0])
         words = tile.word_rows
         for row, previous, plain, out in zip(
-            words[1:], words, tile.rows[1:], tile.outs[1:], strict=True
+            words[1:], words[:-1], tile.rows[1:], tile.outs[1:], strict=True
         ):
             xor(row, previous, out=row)
             encrypt_row(plain, out)
@@ -223,7 +232,7 @@ def _encrypt_interleaved(
 
 
 def _decrypt_chained(
-    fek: bytes, root: bytes, first_index: int, src: memoryview, dst: memoryview
+    fek: bytes, root: bytes, first_index: int, src: memoryview, dst: memoryview, vectorised: bool
 ) -> None:
     """Decrypt as one CBC chain, then give each extent's first block its own IV back.
 
@@ -233,28 +242,38 @@ def _decrypt_chained(
     count = len(src) // EXTENT_SIZE
     size = count * EXTENT_SIZE
     ivs = _extent_ivs(root, first_index, count)
-    # Saved first: src and dst may be the same memory.
-    last_blocks = b"".join(
-        [src[(k + 1) * EXTENT_SIZE - BLOCK_SIZE : (k + 1) * EXTENT_SIZE] for k in range(count - 1)]
-    )
+    # Taken before decrypting: src and dst may be the same memory.
+    chain = _last_blocks(src, count - 1, vectorised)
     ctx = _cbc(fek, ivs[:IV_SIZE], encrypt=False)
     ctx.update_into(src[: size - BLOCK_SIZE], dst)
     dst[size - BLOCK_SIZE :] = ctx.update(src[size - BLOCK_SIZE :])
     if count == 1:
         return
-    if np is not None:
-        words = np.frombuffer(dst, dtype=np.uint64).reshape(count, EXTENT_SIZE // 8)
-        firsts = words[1:, : BLOCK_SIZE // 8]
-        firsts ^= np.frombuffer(last_blocks, dtype=np.uint64).reshape(count - 1, 2)
-        firsts ^= np.frombuffer(ivs, dtype=np.uint64)[2:].reshape(count - 1, 2)
+    if vectorised:
+        fixes = (
+            np.frombuffer(chain, dtype=np.uint64)
+            ^ np.frombuffer(ivs, dtype=np.uint64)[_WORDS_PER_BLOCK:]
+        )
+        words = np.frombuffer(dst, dtype=np.uint64).reshape(count, EXTENT_SIZE // _WORD)
+        words[1:, :_WORDS_PER_BLOCK] ^= fixes.reshape(count - 1, _WORDS_PER_BLOCK)
         return
     for k in range(1, count):
         lo = k * EXTENT_SIZE
         dst[lo : lo + BLOCK_SIZE] = _xor16(
             dst[lo : lo + BLOCK_SIZE],
-            last_blocks[(k - 1) * BLOCK_SIZE : k * BLOCK_SIZE],
+            chain[(k - 1) * BLOCK_SIZE : k * BLOCK_SIZE],
             ivs[k * IV_SIZE : (k + 1) * IV_SIZE],
         )
+
+
+def _last_blocks(src: memoryview, count: int, vectorised: bool) -> bytes:
+    """The last 16-byte block of each of the first `count` extents of src, concatenated."""
+    if vectorised:
+        words = np.frombuffer(src, dtype=np.uint64, count=count * EXTENT_SIZE // _WORD)
+        return words.reshape(count, EXTENT_SIZE // _WORD)[:, -_WORDS_PER_BLOCK:].tobytes()
+    return b"".join(
+        [src[(k + 1) * EXTENT_SIZE - BLOCK_SIZE : (k + 1) * EXTENT_SIZE] for k in range(count)]
+    )
 
 
 def encrypt_extents(
@@ -262,13 +281,15 @@ def encrypt_extents(
 ) -> None:
     """Encrypt whole extents from src into dst; extent i of src is file extent first_index + i.
 
-    src and dst have equal lengths, a multiple of EXTENT_SIZE; they may be the same buffer.
+    src and dst have equal lengths, a multiple of EXTENT_SIZE; they may be the same buffer but
+    must not otherwise overlap. Raises ValueError on bad lengths or an index past eCryptfs's
+    15-digit limit.
     """
-    count = _extent_count(src, dst)
+    count = _extent_count(first_index, src, dst)
     if not count:
         return
     source, target = _bytes_view(src), _bytes_view(dst)
-    if np is not None and count >= _INTERLEAVE_MIN_EXTENTS:
+    if _HAVE_NUMPY and count >= _INTERLEAVE_MIN_EXTENTS:
         _encrypt_interleaved(fek, root_iv, first_index, source, target)
     else:
         _encrypt_chained(fek, root_iv, first_index, source, target)
@@ -279,9 +300,13 @@ def decrypt_extents(
 ) -> None:
     """Decrypt whole extents from src into dst; extent i of src is file extent first_index + i.
 
-    src and dst have equal lengths, a multiple of EXTENT_SIZE; they may be the same buffer.
+    src and dst have equal lengths, a multiple of EXTENT_SIZE; they may be the same buffer but
+    must not otherwise overlap. Raises ValueError on bad lengths or an index past eCryptfs's
+    15-digit limit.
     """
-    count = _extent_count(src, dst)
+    count = _extent_count(first_index, src, dst)
     if not count:
         return
-    _decrypt_chained(fek, root_iv, first_index, _bytes_view(src), _bytes_view(dst))
+    _decrypt_chained(
+        fek, root_iv, first_index, _bytes_view(src), _bytes_view(dst), vectorised=_HAVE_NUMPY
+    )

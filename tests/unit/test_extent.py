@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ecarchive.ecryptfs import extent
 from ecarchive.ecryptfs.extent import (
     EXTENT_SIZE,
     decrypt_extents,
@@ -18,7 +22,8 @@ from ecarchive.ecryptfs.extent import (
     root_iv,
 )
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "pecryptfs"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "pecryptfs"
 
 # Facts from tests/data/pecryptfs/README.md and the format doc (§1.1, §2.2, §2.4); the header
 # is parsed here by hand so this test does not depend on the header module.
@@ -91,7 +96,7 @@ def test_extent_iv_uses_nul_padded_decimal(index: int, field: bytes) -> None:
 
 @pytest.mark.parametrize("index", [-1, 10**15])
 def test_extent_iv_rejects_out_of_range_index(index: int) -> None:
-    with pytest.raises(ValueError, match="extent index"):
+    with pytest.raises(ValueError, match="extent indexes"):
         extent_iv(bytes(16), index)
 
 
@@ -107,49 +112,90 @@ def _reference_encrypt(fek: bytes, first_index: int, plain: bytes) -> bytes:
     return b"".join(out)
 
 
-keys = st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
-indexes = st.one_of(
-    st.integers(min_value=0, max_value=20),
-    st.integers(min_value=0, max_value=10**15 - 65),
-    st.sampled_from([9, 99, 999, 10**6 - 1, 10**14 - 1, 10**15 - 65]),
-)
-
-
-@settings(max_examples=60, deadline=None)
-@given(fek=keys, first_index=indexes, count=st.integers(1, 64), seed=st.binary(min_size=32))
-def test_matches_per_extent_reference(
-    fek: bytes, first_index: int, count: int, seed: bytes
-) -> None:
-    plain = _pseudo_random(seed, count * EXTENT_SIZE)
-    cipher_text = bytearray(len(plain))
-    encrypt_extents(fek, root_iv(fek), first_index, plain, cipher_text)
-    assert bytes(cipher_text) == _reference_encrypt(fek, first_index, plain)
-    back = bytearray(len(plain))
-    decrypt_extents(fek, root_iv(fek), first_index, cipher_text, back)
-    assert bytes(back) == plain
-
-
 def _pseudo_random(seed: bytes, size: int) -> bytes:
-    # AES-CTR keystream: cheap, deterministic per hypothesis example, and not all-equal blocks.
+    # AES-CTR keystream: cheap, deterministic per example, and no two blocks alike.
     enc = Cipher(algorithms.AES(hashlib.sha256(seed).digest()), modes.CTR(bytes(16))).encryptor()
     return enc.update(bytes(size))
 
 
-def test_writes_into_a_view_of_a_larger_buffer() -> None:
-    fek = bytes(range(32))
-    plain = _pseudo_random(b"view", 3 * EXTENT_SIZE)
-    big = bytearray(b"\xaa" * (5 * EXTENT_SIZE))
-    encrypt_extents(
-        fek, root_iv(fek), 7, memoryview(plain), memoryview(big)[EXTENT_SIZE:-EXTENT_SIZE]
-    )
-    assert big[:EXTENT_SIZE] == b"\xaa" * EXTENT_SIZE
-    assert big[-EXTENT_SIZE:] == b"\xaa" * EXTENT_SIZE
-    assert bytes(big[EXTENT_SIZE:-EXTENT_SIZE]) == _reference_encrypt(fek, 7, plain)
+Crypt = Callable[[bytes, bytes, int, memoryview, memoryview], None]
 
 
-def test_in_place_round_trip() -> None:
+def _decrypt_numpy(fek: bytes, root: bytes, first: int, src: memoryview, dst: memoryview) -> None:
+    extent._decrypt_chained(fek, root, first, src, dst, vectorised=True)
+
+
+def _decrypt_plain(fek: bytes, root: bytes, first: int, src: memoryview, dst: memoryview) -> None:
+    extent._decrypt_chained(fek, root, first, src, dst, vectorised=False)
+
+
+# Every code path, called directly so that each one is checked whatever size the public
+# functions would route to it.
+ENCRYPTORS: dict[str, Crypt] = {
+    "public": lambda f, r, i, s, d: encrypt_extents(f, r, i, s, d),
+    "chained": extent._encrypt_chained,
+    "interleaved": extent._encrypt_interleaved,
+}
+DECRYPTORS: dict[str, Crypt] = {
+    "public": lambda f, r, i, s, d: decrypt_extents(f, r, i, s, d),
+    "numpy-fixup": _decrypt_numpy,
+    "int-fixup": _decrypt_plain,
+}
+
+keys = st.sampled_from([16, 24, 32]).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+MAX_FIRST = 10**15 - 64
+indexes = st.one_of(
+    st.integers(min_value=0, max_value=20),
+    st.integers(min_value=0, max_value=MAX_FIRST),
+    st.sampled_from([9, 99, 999, 10**6 - 1, 10**14 - 1, MAX_FIRST]),
+)
+
+
+@pytest.mark.parametrize("path", ENCRYPTORS)
+@settings(max_examples=40, deadline=None)
+@given(fek=keys, first_index=indexes, count=st.integers(1, 64), seed=st.binary(min_size=32))
+def test_encryption_matches_per_extent_reference(
+    path: str, fek: bytes, first_index: int, count: int, seed: bytes
+) -> None:
+    plain = _pseudo_random(seed, count * EXTENT_SIZE)
+    out = bytearray(len(plain))
+    ENCRYPTORS[path](fek, root_iv(fek), first_index, memoryview(plain), memoryview(out))
+    assert bytes(out) == _reference_encrypt(fek, first_index, plain)
+
+
+@pytest.mark.parametrize("path", DECRYPTORS)
+@settings(max_examples=40, deadline=None)
+@given(fek=keys, first_index=indexes, count=st.integers(1, 64), seed=st.binary(min_size=32))
+def test_decryption_inverts_per_extent_reference(
+    path: str, fek: bytes, first_index: int, count: int, seed: bytes
+) -> None:
+    plain = _pseudo_random(seed, count * EXTENT_SIZE)
+    out = bytearray(len(plain))
+    cipher_text = _reference_encrypt(fek, first_index, plain)
+    DECRYPTORS[path](fek, root_iv(fek), first_index, memoryview(cipher_text), memoryview(out))
+    assert bytes(out) == plain
+
+
+# Two full interleaved tiles and a partial one, so tiles and their IV offsets are exercised.
+MANY_EXTENTS = 2 * extent._INTERLEAVE_TILE_EXTENTS + 37
+
+
+@pytest.mark.parametrize("key_bytes", [16, 32])
+def test_many_extents_match_reference(key_bytes: int) -> None:
+    fek = hashlib.sha256(b"many").digest()[:key_bytes]
+    plain = _pseudo_random(b"many", MANY_EXTENTS * EXTENT_SIZE)
+    out = bytearray(len(plain))
+    encrypt_extents(fek, root_iv(fek), 5, plain, out)
+    assert bytes(out) == _reference_encrypt(fek, 5, plain)
+    back = bytearray(len(plain))
+    decrypt_extents(fek, root_iv(fek), 5, out, back)
+    assert bytes(back) == plain
+
+
+@pytest.mark.parametrize("count", [1, 3, extent._INTERLEAVE_MIN_EXTENTS, MANY_EXTENTS])
+def test_in_place_round_trip(count: int) -> None:
     fek = bytes(range(16))
-    plain = _pseudo_random(b"in place", 4 * EXTENT_SIZE)
+    plain = _pseudo_random(b"in place", count * EXTENT_SIZE)
     buf = bytearray(plain)
     encrypt_extents(fek, root_iv(fek), 3, buf, buf)
     assert bytes(buf) == _reference_encrypt(fek, 3, plain)
@@ -157,15 +203,77 @@ def test_in_place_round_trip() -> None:
     assert bytes(buf) == plain
 
 
+@pytest.mark.parametrize("count", [2, extent._INTERLEAVE_MIN_EXTENTS + 1])
+def test_writes_into_a_view_of_a_larger_buffer(count: int) -> None:
+    fek = bytes(range(32))
+    plain = _pseudo_random(b"view", count * EXTENT_SIZE)
+    big = bytearray(b"\xaa" * ((count + 2) * EXTENT_SIZE))
+    window = memoryview(big)[EXTENT_SIZE:-EXTENT_SIZE]
+    encrypt_extents(fek, root_iv(fek), 7, memoryview(plain), window)
+    assert big[:EXTENT_SIZE] == b"\xaa" * EXTENT_SIZE
+    assert big[-EXTENT_SIZE:] == b"\xaa" * EXTENT_SIZE
+    assert bytes(window) == _reference_encrypt(fek, 7, plain)
+    decrypt_extents(fek, root_iv(fek), 7, bytes(window), window)
+    assert bytes(window) == plain
+    assert big[-EXTENT_SIZE:] == b"\xaa" * EXTENT_SIZE
+
+
+NO_NUMPY_SCRIPT = """
+import hashlib, sys
+sys.modules["numpy"] = None  # makes "import numpy" raise ImportError
+from ecarchive.ecryptfs import extent
+assert not extent._HAVE_NUMPY
+fek = bytes(range(16))
+plain = bytes(range(256)) * 16 * 100
+out = bytearray(len(plain))
+extent.encrypt_extents(fek, extent.root_iv(fek), 11, plain, out)
+back = bytearray(len(plain))
+extent.decrypt_extents(fek, extent.root_iv(fek), 11, out, back)
+assert back == plain
+print(hashlib.sha256(out).hexdigest())
+"""
+
+
+def test_works_without_numpy() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", NO_NUMPY_SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    plain = bytes(range(256)) * 16 * 100
+    expected = hashlib.sha256(_reference_encrypt(bytes(range(16)), 11, plain)).hexdigest()
+    assert result.stdout.strip() == expected
+
+
 @pytest.mark.parametrize("crypt", [encrypt_extents, decrypt_extents])
 @pytest.mark.parametrize(("src_len", "dst_len"), [(100, 100), (EXTENT_SIZE, 2 * EXTENT_SIZE)])
-def test_rejects_bad_lengths(crypt: object, src_len: int, dst_len: int) -> None:
-    assert callable(crypt)
-    with pytest.raises(ValueError):
-        crypt(bytes(16), bytes(16), 0, bytes(src_len), bytearray(dst_len))
+def test_rejects_bad_lengths(crypt: Crypt, src_len: int, dst_len: int) -> None:
+    with pytest.raises(ValueError, match=r"multiple|differ"):
+        crypt(bytes(16), bytes(16), 0, memoryview(bytes(src_len)), memoryview(bytearray(dst_len)))
+
+
+@pytest.mark.parametrize("crypt", [encrypt_extents, decrypt_extents])
+@pytest.mark.parametrize(("first", "count"), [(-1, 1), (10**15 - 1, 2), (10**15, 1)])
+def test_rejects_indexes_past_the_iv_field(crypt: Crypt, first: int, count: int) -> None:
+    dst = bytearray(count * EXTENT_SIZE)
+    with pytest.raises(ValueError, match="extent indexes"):
+        crypt(bytes(16), bytes(16), first, memoryview(bytes(len(dst))), memoryview(dst))
+    assert dst == bytearray(len(dst)), "nothing may be written before the error"
+
+
+def test_last_valid_index_is_accepted() -> None:
+    fek = bytes(range(16))
+    plain = _pseudo_random(b"last", EXTENT_SIZE)
+    out = bytearray(EXTENT_SIZE)
+    encrypt_extents(fek, root_iv(fek), 10**15 - 1, plain, out)
+    assert bytes(out) == _reference_encrypt(fek, 10**15 - 1, plain)
 
 
 def test_empty_input_is_a_no_op() -> None:
     dst = bytearray()
     encrypt_extents(bytes(16), bytes(16), 0, b"", dst)
+    decrypt_extents(bytes(16), bytes(16), 0, b"", dst)
     assert dst == bytearray()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,50 @@ def test_decrypts_kernel_made_extent(name: str, fekek: bytes) -> None:
     again = bytearray(EXTENT_SIZE)
     encrypt_extents(fek, root_iv(fek), 0, out, again)
     assert bytes(again) == data
+
+
+FIXTURES = REPO / "tests" / "data" / "fixtures"
+FIXTURE_PASSPHRASE = b"correct horse battery staple"
+BIG_FILE = "random-1MiB.bin"
+
+
+def _manifest_sha256(path: str) -> str:
+    # Fields: path, type, mode, size, mtime, nlink, sha256, ...
+    for line in (FIXTURES / "plaintext.manifest").read_text().splitlines():
+        fields = line.split("\t")
+        if fields[0] == path:
+            return fields[6]
+    raise LookupError(path)
+
+
+def _lower_file(tree: str, path: str) -> bytes:
+    name_map = (FIXTURES / f"{tree}.name-map").read_text().splitlines()
+    lower_name = dict(line.split("\t") for line in name_map)[path]
+    # The fixture tars were packed from inside the lower directory: members are "./name".
+    with tarfile.open(FIXTURES / f"{tree}.tar") as tar:
+        member = tar.extractfile(tar.getmember(f"./{lower_name}"))
+        assert member is not None
+        return member.read()
+
+
+@pytest.fixture(scope="module")
+def fixture_fekek() -> bytes:
+    return _fekek(FIXTURE_PASSPHRASE, SALT)
+
+
+@pytest.mark.parametrize("tree", ["aes128-fnek-off", "aes256-fnek-separate"])
+@pytest.mark.parametrize("path", ["interleaved", "chained"])
+def test_kernel_made_file_of_256_extents(tree: str, path: str, fixture_fekek: bytes) -> None:
+    """Extent indexes 0..255 (multi-digit IV fields) against a file the kernel wrote."""
+    lower = _lower_file(tree, BIG_FILE)
+    fek = _unwrap_fek(lower[:HEADER_SIZE], fixture_fekek)
+    data = memoryview(lower)[HEADER_SIZE:]
+    plain = bytearray(len(data))
+    decrypt_extents(fek, root_iv(fek), 0, data, plain)
+    assert hashlib.sha256(plain).hexdigest() == _manifest_sha256(BIG_FILE)
+    again = bytearray(len(data))
+    ENCRYPTORS[path](fek, root_iv(fek), 0, memoryview(plain), memoryview(again))
+    assert again == data
 
 
 def test_root_iv_is_md5_of_fek() -> None:

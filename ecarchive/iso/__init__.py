@@ -3,9 +3,10 @@
 The image is laid out completely from the plan (`plan_iso`, no file reads) and then written
 strictly front to back (`write_iso`), so it can feed a burner's pipe:
 
-    system area | PVD | terminator | L and M path tables | directories | CE blocks | file data
+    system area | PVD | terminator | L and M path tables |
+    (directory records, their CE blocks) per directory | file data
 
-Choices, with reasons (details in docs/iso9660-rockridge reference of the project):
+Choices, with reasons :
 
 - ISO names are generated (`0A`, `0B.;1`): every reader that matters uses Rock Ridge NM,
   and short identifiers leave room in the 255-byte record for PX, TF and NM.

@@ -1,8 +1,13 @@
 """Plan the whole image from the entries alone: every sector is assigned before writing.
 
 Region order (see the module docstring of `ecarchive.iso`): system area, PVD, terminator,
-L and M path tables, directories in path table order, continuation blocks, file data in plan
-order. Every pointer then points forward, which libarchive's streaming reader requires.
+L and M path tables, then for each directory in path table order its records followed by
+the continuation blocks of those records, then file data in plan order.
+
+Every pointer then points forward, as libarchive's streaming reader requires: it completes
+a record's name from the continuation area only when the stream reaches that area, so the
+area of a subdirectory's record must come before the subdirectory's own extent (one shared
+continuation region after all directories truncates long directory names in bsdtar).
 """
 
 from __future__ import annotations
@@ -37,8 +42,7 @@ class IsoLayout:
     path_table_size: int
     path_table_blocks: int
     directory_lba: int
-    continuation_lba: int
-    continuation_blocks: int
+    continuation_blocks: int  # in all directories
     data_lba: int
     zero_lba: int  # extent of every empty file, symlink, fifo and device
     total_blocks: int
@@ -120,24 +124,25 @@ def plan_iso(entries: Iterable[Entry], *, volume_label: str, volume_time_ns: int
     pt_blocks = blocks(pt_size)
     directory_lba = PATH_TABLE_LBA + 2 * pt_blocks
 
-    # Pass 1 measures: record lengths do not depend on block numbers, so placeholders do.
-    ce = CeAllocator(base_lba=0)
+    # Record lengths do not depend on block numbers, so placeholder numbers measure them.
     lba = directory_lba
+    continuation_blocks = 0
     try:
         for d in directories:
+            ce = CeAllocator(base_lba=0)
             d.size = pack_directory(directory_records(d, ce, zero_lba=0))
+            d.ce_blocks = ce.blocks
             d.lba = lba
-            lba += d.size // SECTOR
+            lba += d.size // SECTOR + d.ce_blocks
+            continuation_blocks += d.ce_blocks
     except ContinuationTooLong as exc:
         raise IsoPlanError([f"Rock Ridge data of one record {exc}"]) from exc
-    continuation_lba = lba
-    data_lba = continuation_lba + ce.blocks
-    lba = data_lba
+    data_lba = lba
     for node in files:
         node.lba = lba
         lba += blocks(node.entry.size)
     total = lba
-    # An extent must lie inside the volume; with no data the last CE block is as good.
+    # An extent must lie inside the volume; with no data the last directory block will do.
     zero_lba = data_lba if total > data_lba else data_lba - 1
     if total > VOLUME_BLOCKS_MAX:
         raise IsoPlanError([f"image of {total} sectors exceeds the 32-bit volume size field"])
@@ -149,8 +154,7 @@ def plan_iso(entries: Iterable[Entry], *, volume_label: str, volume_time_ns: int
         path_table_size=pt_size,
         path_table_blocks=pt_blocks,
         directory_lba=directory_lba,
-        continuation_lba=continuation_lba,
-        continuation_blocks=ce.blocks,
+        continuation_blocks=continuation_blocks,
         data_lba=data_lba,
         zero_lba=zero_lba,
         total_blocks=total,

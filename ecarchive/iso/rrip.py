@@ -16,7 +16,8 @@ ENTRY_HEADER = 4  # signature, length, version
 FLAGGED_HEADER = 5  # NM and SL add a flags byte
 NAME_CHUNK_MAX = ENTRY_MAX - FLAGGED_HEADER  # 250 name bytes per NM entry
 COMPONENT_HEADER = 2  # component flags, text length
-COMPONENT_TEXT_MAX = NAME_CHUNK_MAX - COMPONENT_HEADER  # 248
+# Pieces of a long component leave room for the joiner of sl_entries in a full entry.
+COMPONENT_TEXT_MAX = NAME_CHUNK_MAX - 2 * COMPONENT_HEADER  # 246
 
 CE_LEN = 28
 PX_LEN = 44
@@ -32,6 +33,9 @@ COMPONENT_PARENT = 0x04
 COMPONENT_ROOT = 0x08
 
 TF_MODIFY_ACCESS_ATTRIBUTES = 0x0E
+
+_JOINER = bytes((COMPONENT_CONTINUE, 0))  # empty component that continues
+_JOINER_LEN = len(_JOINER)
 
 ER_ID = b"RRIP_1991A"
 ER_DESCRIPTOR = (
@@ -118,11 +122,19 @@ def _components(target: bytes) -> list[bytes]:
 
 
 def sl_entries(target: bytes) -> list[bytes]:
-    """SL entries of at most 255 bytes; every entry but the last has SL flag CONTINUE."""
+    """SL entries of at most 255 bytes; every entry but the last has SL flag CONTINUE.
+
+    Readers disagree on what an entry boundary means: Linux adds '/' after the last
+    component of a continued entry, libarchive never does. So no boundary is left between
+    two components: each continued entry ends in a component with CONTINUE set, if need be
+    an empty one, which every reader joins without a '/'.
+    """
     groups: list[list[bytes]] = [[]]
     used = 0
     for record in _components(target):
-        if used + len(record) > NAME_CHUNK_MAX:
+        if used + len(record) + _JOINER_LEN > NAME_CHUNK_MAX:
+            if not groups[-1][-1][0] & COMPONENT_CONTINUE:
+                groups[-1].append(_JOINER)
             groups.append([])
             used = 0
         groups[-1].append(record)

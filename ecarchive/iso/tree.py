@@ -35,6 +35,7 @@ class Node:
     """One name in the image; directories also carry their children and placement."""
 
     __slots__ = (
+        "ce_blocks",
         "children",
         "data",
         "entry",
@@ -59,6 +60,7 @@ class Node:
         self.number = 0  # directories: 1-based path table number
         self.lba = 0  # directories: extent; files: first data block
         self.size = 0  # directories: bytes of records, a multiple of the sector size
+        self.ce_blocks = 0  # directories: continuation blocks right after the records
         self.data: Node = self  # the node whose extent holds the data (hard links)
 
     @property

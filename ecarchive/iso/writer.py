@@ -108,26 +108,23 @@ def _write_path_table(
 
 
 def _write_directories(layout: IsoLayout, out: _Counter) -> None:
-    # Continuation areas are placed exactly as in planning but written in the next region.
-    ce = CeAllocator(layout.continuation_lba)
     for d in layout.directories:
         out.expect(d.lba, "directory")
-        size = pack_directory(directory_records(d, ce, layout.zero_lba), out.write)
+        ce_lba = d.lba + d.size // SECTOR
+        # The records are generated twice, once to write them and once to write their
+        # continuation areas after them, so no directory is ever held in memory.
+        size = pack_directory(directory_records(d, CeAllocator(ce_lba), layout.zero_lba), out.write)
         if size != d.size:
             raise IsoInternalError(f"directory {d.entry.path!r}: {size} bytes, planned {d.size}")
-
-
-def _write_continuations(layout: IsoLayout, out: _Counter) -> None:
-    out.expect(layout.continuation_lba, "continuation area")
-    ce = CeAllocator(layout.continuation_lba, emit=out.write)
-    for d in layout.directories:
+        ce = CeAllocator(ce_lba, emit=out.write)
         for _ in directory_records(d, ce, layout.zero_lba):
             pass
-    ce.finish()
-    if ce.blocks != layout.continuation_blocks:
-        raise IsoInternalError(
-            f"{ce.blocks} continuation blocks written, {layout.continuation_blocks} planned"
-        )
+        ce.finish()
+        if ce.blocks != d.ce_blocks:
+            raise IsoInternalError(
+                f"directory {d.entry.path!r}: {ce.blocks} continuation blocks, "
+                f"planned {d.ce_blocks}"
+            )
 
 
 def _write_data(layout: IsoLayout, body: Body, out: _Counter) -> None:
@@ -162,6 +159,5 @@ def write_iso(layout: IsoLayout, body: Body, out: BinaryIO) -> None:
     _write_path_table(layout, counter, "little")
     _write_path_table(layout, counter, "big")
     _write_directories(layout, counter)
-    _write_continuations(layout, counter)
     _write_data(layout, body, counter)
     counter.expect(layout.total_blocks, "end of image")

@@ -1,0 +1,545 @@
+"""`ecarchive verify`: check an archive, an extracted tree or a mounted disc against its manifest.
+
+Three levels, each adding to the one before:
+
+* no secret: every member's SHA-256 against MANIFEST.ecarchive, members missing from the
+  archive or not in the manifest, types, sizes and hard-link structure (bit rot, a bad burn);
+* a passphrase: the manifest's HMAC, every lower file's header (marker, a packet for this
+  passphrase's key, a lower size that matches the header's size) and every name and symlink
+  target decrypts;
+* `--against SOURCE`: every file is decrypted and compared with SOURCE byte for byte, types and
+  symlink targets too, and SOURCE entries missing from the archive are named.
+
+One line per problem on `out`, with the plaintext path where it is known (`plain [lower]`),
+then a summary. Exit 0 only when no problem was found. A wrong passphrase and an unreadable
+archive are fatal (EcarchiveError), not problems.
+
+The archive is read once, in member order, with fixed-size buffers: a tar stream's manifest is
+its last member, so all comparisons with it happen at the end, from a table of what was seen
+(one small record per member).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import libarchive
+from libarchive import ffi
+from libarchive.exception import ArchiveError
+
+from .decoder import CHUNK, DamagedEntry, FileContent, Keys
+from .ecryptfs.constants import EXTENT_SIZE, HEADER_READ_SIZE
+from .ecryptfs.sizes import extent_count
+from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
+from .listing import escape_path
+from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
+from .model import Kind
+
+STDIN = "-"
+MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+_FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "first" may vary
+_KIND_OF_MODE = {
+    stat.S_IFDIR: Kind.DIR,
+    stat.S_IFREG: Kind.FILE,
+    stat.S_IFLNK: Kind.SYMLINK,
+    stat.S_IFIFO: Kind.FIFO,
+    stat.S_IFCHR: Kind.CHAR,
+    stat.S_IFBLK: Kind.BLOCK,
+}
+
+
+@dataclass(slots=True)
+class Member:
+    """One member of the archive, path relative to the archive root ('/'-separated bytes)."""
+
+    kind: Kind
+    path: bytes
+    size: int
+    target: bytes = b""  # SYMLINK: stored target; HARDLINK: archive path of the file
+    group: object = None  # hard-link identity: an inode for directories, else the path
+    chunks: Iterator[bytes] | None = None  # FILE data; consume before the next member
+
+
+# --- reading members ----------------------------------------------------------------------------
+
+
+def _normal(raw: bytes) -> bytes:
+    return b"/".join(p for p in raw.split(b"/") if p and p != b".")
+
+
+def _archive_members(archive: Any) -> Iterator[Member]:
+    for entry in archive:
+        e = entry._entry_p
+        path = _normal(ffi.entry_pathname(e) or os.fsencode(entry.pathname))
+        if not path:
+            continue
+        hard = ffi.entry_hardlink(e)
+        if hard:
+            yield Member(Kind.HARDLINK, path, entry.size or 0, target=_normal(hard))
+            continue
+        kind = _KIND_OF_MODE.get(stat.S_IFMT(entry.filetype))
+        if kind is None:
+            continue
+        member = Member(kind, path, entry.size or 0, group=path)
+        if kind is Kind.SYMLINK:
+            member.target = ffi.entry_symlink(e) or os.fsencode(entry.linkpath or "")
+            member.size = len(member.target)
+        elif kind is Kind.FILE:
+            member.chunks = iter(entry.get_blocks(CHUNK))
+        yield member
+
+
+def _file_blocks(path: bytes) -> Iterator[bytes]:
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        while block := os.read(fd, CHUNK):
+            yield block
+    finally:
+        os.close(fd)
+
+
+def _dir_members(root: bytes, reporter: Reporter) -> Iterator[Member]:
+    """Sorted by name bytes, parents first, like the plan; the first name of an inode is FILE."""
+    seen: dict[tuple[int, int], bytes] = {}
+    stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = [(b"", iter(_children(root, reporter)))]
+    while stack:
+        rel_dir, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            continue
+        rel = rel_dir + b"/" + child.name if rel_dir else child.name
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as e:
+            reporter.warn(f"{os.fsdecode(rel)}: cannot stat: {e.strerror}")
+            continue
+        kind = _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode))
+        if kind is None:
+            continue
+        inode = (st.st_dev, st.st_ino)
+        if kind is Kind.FILE and inode in seen:
+            yield Member(Kind.HARDLINK, rel, st.st_size, target=seen[inode], group=inode)
+            continue
+        member = Member(kind, rel, st.st_size if kind is Kind.FILE else 0, group=inode)
+        if kind is Kind.FILE:
+            seen[inode] = rel
+            member.chunks = _file_blocks(child.path)
+        elif kind is Kind.SYMLINK:
+            member.target = os.readlink(child.path)
+            member.size = len(member.target)
+        yield member
+        if kind is Kind.DIR:
+            stack.append((rel, iter(_children(child.path, reporter))))
+
+
+def _children(path: bytes, reporter: Reporter) -> list[os.DirEntry[bytes]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda d: d.name)
+    except OSError as e:
+        reporter.warn(f"{os.fsdecode(path)}: cannot read directory: {e.strerror}")
+        return []
+
+
+@contextlib.contextmanager
+def open_members(source: str, reporter: Reporter) -> Iterator[Iterator[Member]]:
+    """Members of a tar or ISO file (or '-' for stdin), or of a directory tree."""
+    if source != STDIN and os.path.isdir(source):
+        yield _dir_members(os.fsencode(source), reporter)
+        return
+    if source != STDIN and not os.path.exists(source):
+        raise ArchiveUnreadable(f"{source}: no such file or directory")
+    try:
+        reader = libarchive.fd_reader(0, block_size=CHUNK) if source == STDIN else (
+            libarchive.file_reader(source, block_size=CHUNK))
+        with reader as archive:
+            yield _archive_members(archive)
+    except ArchiveError as e:
+        raise ArchiveUnreadable(f"{source}: cannot read the archive: {e.msg}") from e
+
+
+# --- streaming one file's data ------------------------------------------------------------------
+
+
+class _HashingReader:
+    """A DataReader over a chunk iterator that hashes every byte handed out."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+        self.sha = hashlib.sha256()
+        self.total = 0
+
+    def readinto(self, view: memoryview) -> int:
+        got = 0
+        while got < len(view):
+            if not self._pending:
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    break
+                self._pending = memoryview(nxt)
+            n = min(len(self._pending), len(view) - got)
+            view[got : got + n] = self._pending[:n]
+            self.sha.update(self._pending[:n])
+            self._pending = self._pending[n:]
+            got += n
+        self.total += got
+        return got
+
+    def drain(self) -> None:
+        if self._pending:
+            self.sha.update(self._pending)
+            self.total += len(self._pending)
+            self._pending = memoryview(b"")
+        for chunk in self._chunks:
+            self.sha.update(chunk)
+            self.total += len(chunk)
+
+
+# --- the verifier -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Seen:
+    kind: Kind
+    size: int
+    digest: bytes | None
+    target: bytes
+    group: object
+
+
+@dataclass(slots=True)
+class Verifier:
+    out: TextIO
+    reporter: Reporter
+    keys: Keys | None = None
+    against: bytes | None = None
+    problems: int = 0
+    data_bytes: int = 0
+    seen: dict[bytes, _Seen] = field(default_factory=dict)
+    manifest: bytes | None = None
+    lower_root: bytes | None = None
+    plain_seen: set[bytes] = field(default_factory=set)
+    _plain: dict[bytes, bytes | None] = field(default_factory=dict)
+    _in: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
+    _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
+    _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
+
+    # -- reporting
+
+    def problem(self, path: bytes, message: str) -> None:
+        self.problems += 1
+        print(f"{self.display(path)}: {message}", file=self.out, flush=True)
+
+    def display(self, path: bytes) -> str:
+        plain = self.plain_path(path) if self.keys is not None else None
+        lower = escape_path(path)
+        if plain is None:
+            return lower
+        return f"{escape_path(plain) or '.'} [{lower}]"
+
+    # -- names
+
+    def is_lower(self, path: bytes) -> bool:
+        top, sep, _ = path.partition(b"/")
+        if self.lower_root is not None:
+            return top == self.lower_root
+        return bool(sep)
+
+    def plain_path(self, path: bytes) -> bytes | None:
+        """The plaintext path below the lower root, or None (not lower, or does not decrypt)."""
+        if self.keys is None or not self.is_lower(path):
+            return None
+        if path in self._plain:
+            return self._plain[path]
+        parent, _, name = path.rpartition(b"/")
+        if not parent:
+            result: bytes | None = b""
+        else:
+            base = self.plain_path(parent)
+            try:
+                clear = self.keys.name(name)
+            except DamagedEntry:
+                clear = None
+            result = None if base is None or clear is None else (base + b"/" + clear).lstrip(b"/")
+        self._plain[path] = result
+        return result
+
+    # -- one member
+
+    def member(self, m: Member) -> None:
+        if m.path == MANIFEST_NAME and m.kind is Kind.FILE:
+            self.read_manifest(m)
+            return
+        if self.lower_root is None and m.kind is Kind.DIR and b"/" not in m.path:
+            self.lower_root = m.path  # the one directory beside RESTORE.txt
+        lower = self.is_lower(m.path)
+        if self.keys is not None and lower:
+            plain = self.plain_path(m.path)
+            if plain is None:
+                self.name_problem(m.path)
+            elif self.against is not None:
+                self.plain_seen.add(plain)
+        digest: bytes | None = None
+        if m.kind is Kind.FILE:
+            digest = self.file(m, lower)
+        elif m.kind is Kind.SYMLINK:
+            digest = hashlib.sha256(m.target).digest()
+            if self.keys is not None and lower:
+                try:
+                    self.keys.name(m.target)
+                except DamagedEntry as e:
+                    self.problem(m.path, f"symlink target does not decrypt: {e}")
+        self.seen[m.path] = _Seen(m.kind, m.size, digest, m.target, m.group)
+        if self.against is not None and lower and m.kind is not Kind.FILE:
+            self.compare_other(m)
+
+    def name_problem(self, path: bytes) -> None:
+        parent, _, name = path.rpartition(b"/")
+        if self.plain_path(parent) is None and parent in self.seen:
+            return  # named once, at its parent
+        assert self.keys is not None
+        try:
+            self.keys.name(name)
+        except DamagedEntry as e:
+            self.problem(path, f"name does not decrypt: {e}")
+
+    def read_manifest(self, m: Member) -> None:
+        assert m.chunks is not None
+        data = bytearray()
+        for chunk in m.chunks:
+            data += chunk
+            if len(data) > MAX_MANIFEST_BYTES:
+                self.problem(m.path, "too large to be a manifest")
+                return
+        self.manifest = bytes(data)
+
+    def file(self, m: Member, lower: bool) -> bytes:
+        assert m.chunks is not None
+        reader = _HashingReader(m.chunks)
+        if self.keys is not None and lower:
+            try:
+                self.decrypt(m, reader)
+            except DamagedEntry as e:
+                self.problem(m.path, str(e))
+        reader.drain()
+        self.data_bytes += reader.total
+        if reader.total != m.size:
+            self.problem(m.path, f"member says {m.size} bytes but holds {reader.total}")
+        return reader.sha.digest()
+
+    def decrypt(self, m: Member, reader: _HashingReader) -> None:
+        assert self.keys is not None
+        page = self._in[:HEADER_READ_SIZE]
+        got = reader.readinto(page)
+        key = self.keys.file_key_of(page[:got])
+        expected = key.metadata_size + extent_count(key.plain_size) * EXTENT_SIZE
+        if m.size != expected:
+            self.problem(m.path, f"lower size is {m.size} bytes; its header's plaintext size "
+                                 f"{key.plain_size} needs {expected}")
+        if self.against is None:
+            return
+        skip = key.metadata_size - got
+        while skip > 0:
+            n = reader.readinto(self._in[: min(skip, CHUNK)])
+            if n == 0:
+                raise DamagedEntry("truncated inside the eCryptfs header")
+            skip -= n
+        content = FileContent(key, reader, (self._in, self._out))
+        self.compare_file(m.path, content)
+
+    # -- against SOURCE
+
+    def source_path(self, path: bytes) -> bytes | None:
+        plain = self.plain_path(path)
+        if plain is None or self.against is None:
+            return None
+        return os.path.join(self.against, plain) if plain else self.against
+
+    def compare_file(self, path: bytes, content: FileContent) -> None:
+        where = self.source_path(path)
+        if where is None:
+            return
+        try:
+            fd = os.open(where, _OPEN_FLAGS)
+        except OSError as e:
+            self.problem(path, f"not a readable file in SOURCE: {e.strerror}")
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size != content.plain_size:
+                self.problem(path, f"size {content.plain_size}, SOURCE has {size}")
+                return
+            offset = 0
+            for chunk in content.chunks():
+                n = len(chunk)
+                got = os.readv(fd, [self._src[:n]])
+                if got != n or chunk != self._src[:n]:
+                    first = next((i for i in range(min(n, got)) if chunk[i] != self._src[i]), got)
+                    self.problem(path, f"content differs from SOURCE at byte {offset + first}")
+                    return
+                offset += n
+        finally:
+            os.close(fd)
+
+    def compare_other(self, m: Member) -> None:
+        where = self.source_path(m.path)
+        if where is None:
+            return
+        src = where
+        try:
+            st = os.lstat(src)
+        except OSError as e:
+            self.problem(m.path, f"not in SOURCE: {e.strerror}")
+            return
+        kind = _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode))
+        wanted = Kind.FILE if m.kind is Kind.HARDLINK else m.kind
+        if kind is not wanted:
+            self.problem(m.path, f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}")
+            return
+        assert self.keys is not None and self.against is not None
+        if m.kind is Kind.SYMLINK:
+            try:
+                target = self.keys.name(m.target)
+            except DamagedEntry:
+                return  # already named
+            if os.readlink(src) != target:
+                self.problem(m.path, "symlink target differs from SOURCE")
+        elif m.kind is Kind.HARDLINK:
+            first = self.plain_path(m.target)
+            if first is not None and not os.path.samestat(st, os.lstat(os.path.join(self.against, first))):
+                self.problem(m.path, f"SOURCE has no hard link to {escape_path(first)}")
+
+    def source_leftovers(self) -> None:
+        """SOURCE entries the archive does not hold (sockets are never archived)."""
+        assert self.against is not None
+        stack = [b""]
+        while stack:
+            rel_dir = stack.pop()
+            for child in _children(os.path.join(self.against, rel_dir) if rel_dir else self.against,
+                                   self.reporter):
+                rel = rel_dir + b"/" + child.name if rel_dir else child.name
+                with contextlib.suppress(OSError):
+                    if stat.S_ISSOCK(child.stat(follow_symlinks=False).st_mode):
+                        continue
+                if rel not in self.plain_seen:
+                    self.problems += 1
+                    print(f"{escape_path(rel)}: in SOURCE but not in the archive", file=self.out)
+                    continue
+                if child.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+
+    # -- the manifest, at the end
+
+    def check_manifest(self) -> Manifest | None:
+        if self.manifest is None:
+            self.problem(MANIFEST_NAME, "missing: nothing to check the archive against")
+            return None
+        try:
+            manifest = parse(self.manifest)
+        except ManifestError as e:
+            self.problem(MANIFEST_NAME, str(e))
+            return None
+        for text in manifest.problems:
+            self.problem(MANIFEST_NAME, text)
+        if self.keys is not None:
+            sig = self.keys.file_key.sig_hex
+            if manifest.facts.file_sig != sig:
+                self.problem(MANIFEST_NAME, f"written for key {manifest.facts.file_sig}, the "
+                                            f"passphrase gives {sig}")
+            if not mac_ok(manifest, self.keys.file_key):
+                self.problem(MANIFEST_NAME, "HMAC does not verify: the manifest was altered "
+                                            "(or written with another passphrase)")
+        if self.lower_root is not None and manifest.facts.lower_root != self.lower_root:
+            self.problem(MANIFEST_NAME, f"names lower directory {escape_path(manifest.facts.lower_root)}")
+        listed: set[bytes] = set()
+        for line in manifest.lines:
+            listed.add(line.path)
+            self.check_line(line)
+        for path, seen in self.seen.items():
+            if path not in listed:
+                kind = seen.kind.name.lower()
+                self.problem(path, f"{kind} is in the archive but not in the manifest")
+        return manifest
+
+    def resolved(self, path: bytes, depth: int = 0) -> _Seen | None:
+        seen = self.seen.get(path)
+        if seen is not None and seen.kind is Kind.HARDLINK and depth < len(self.seen):
+            return self.resolved(seen.target, depth + 1)
+        return seen
+
+    def check_line(self, line: Line) -> None:
+        seen = self.seen.get(line.path)
+        if line.absent:
+            return  # the file vanished while the archive was written; create said so
+        if seen is None:
+            self.problem(line.path, f"{line.kind.name.lower()} listed in the manifest is missing")
+            return
+        want_file = line.kind in _FILE_KINDS
+        if (seen.kind in _FILE_KINDS) != want_file or (not want_file and seen.kind is not line.kind):
+            self.problem(line.path, f"is {seen.kind.name.lower()}, the manifest says "
+                                    f"{line.kind.name.lower()}")
+            return
+        data = self.resolved(line.path) if want_file else seen
+        if data is None or (want_file and data.kind is not Kind.FILE):
+            self.problem(line.path, "hard link to a file that is not in the archive")
+            return
+        if line.digest is not None and data.digest != line.digest:
+            self.problem(line.path, "content differs from the manifest (SHA-256 mismatch)")
+        elif data.size != line.size:
+            self.problem(line.path, f"size {data.size}, the manifest says {line.size}")
+        if line.kind is Kind.HARDLINK:
+            other = self.resolved(line.target)
+            if other is None or other.group != data.group:
+                self.problem(line.path, f"is not a hard link of {escape_path(line.target)}")
+
+
+def verify_archive(
+    source: str,
+    *,
+    passphrase: bytes | None,
+    against: str | None,
+    reporter: Reporter,
+    out: TextIO,
+) -> int:
+    """Verify SOURCE (tar, ISO, '-', extracted directory or mounted disc); returns the exit
+    code: 0 clean, 1 problems found. Fatal conditions raise EcarchiveError subclasses."""
+    if against is not None and passphrase is None:
+        raise UsageError("--against needs the passphrase to decrypt the archive")
+    if against is not None and not os.path.isdir(against):
+        raise UsageError(f"--against {against}: not a directory")
+    verifier = Verifier(
+        out=out,
+        reporter=reporter,
+        keys=Keys(passphrase) if passphrase is not None else None,
+        against=os.fsencode(against) if against is not None else None,
+    )
+    with open_members(source, reporter) as members:
+        try:
+            for m in members:
+                verifier.member(m)
+        except ArchiveError as e:
+            verifier.problem(b"", f"archive unreadable from here on: {e.msg}")
+    manifest = verifier.check_manifest()
+    if verifier.against is not None:
+        verifier.source_leftovers()
+    entries = len(verifier.seen)
+    volume = f" (volume {manifest.facts.volume} of {manifest.facts.volumes})" if (
+        manifest and manifest.facts.volumes > 1) else ""
+    level = "hashes" if verifier.keys is None else (
+        "hashes, HMAC, headers, names" + (", content against SOURCE" if against else ""))
+    if verifier.problems:
+        print(f"verify: {source}{volume}: {verifier.problems} problem"
+              f"{'s' if verifier.problems != 1 else ''} in {entries} entries ({level})", file=out)
+        return EXIT_WARNINGS
+    print(f"verify: {source}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes ({level})",
+          file=out)
+    return EXIT_OK

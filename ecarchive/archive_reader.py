@@ -266,16 +266,19 @@ def _scan_top_level(source: str, reporter: Reporter) -> _TopLevel:
     dirs: set[bytes] = set()
     others: set[bytes] = set()
     with _open_archive(source) as archive:
-        # no reporter: the second pass reports path problems
-        for m in _archive_members(archive, None, None):
-            top = m.path[0]
-            if len(m.path) > 1 or m.entry.kind is Kind.DIR:
-                dirs.add(top)
-            elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-                head, _ = _peek(m.entry.data)
-                (others if has_ecryptfs_marker(head) else side).add(top)
-            else:
-                others.add(top)
+        try:
+            # no reporter: the second pass reports path problems
+            for m in _archive_members(archive, None, None):
+                top = m.path[0]
+                if len(m.path) > 1 or m.entry.kind is Kind.DIR:
+                    dirs.add(top)
+                elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
+                    head, _ = _peek(m.entry.data)
+                    (others if has_ecryptfs_marker(head) else side).add(top)
+                else:
+                    others.add(top)
+        except (ArchiveUnreadable, MemberUnreadable):
+            pass  # a damaged archive: decide from what was readable; the second pass reports it
     wrapped = RESTORE_NAME in side and len(dirs) == 1 and not (others - dirs)
     return _TopLevel(side_files=side, wrapper=next(iter(dirs)) if wrapped else None)
 

@@ -346,6 +346,15 @@ def test_truncated_tar_stream_keeps_what_came_before(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "a-small").read_bytes() == b"small"
     assert not (tmp_path / "out" / "b-big").exists()
 
+    from ecarchive.errors import ArchiveUnreadable
+
+    reporter = _quiet()
+    with pytest.raises(ArchiveUnreadable, match="Truncated"):
+        restore_archive(str(tar), str(tmp_path / "from-file"), PASSPHRASE, reporter)
+    assert reporter.warnings and "b-big" in reporter.warnings[0]
+    assert (tmp_path / "from-file" / "a-small").read_bytes() == b"small"
+    assert not (tmp_path / "from-file" / "b-big").exists()
+
 
 def test_list_format(tmp_path: Path) -> None:
     tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.SEPARATE), 16)

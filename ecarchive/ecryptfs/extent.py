@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 try:
     import numpy as np
@@ -50,6 +50,14 @@ _INTERLEAVE_MIN_EXTENTS = 56
 # both measured slower.
 _INTERLEAVE_TILE_EXTENTS = 256
 _CACHED_TILE_LAYOUTS = 4
+# From this many extents on, numpy's fixed call cost beats per-extent int XORs when decrypting.
+_VECTOR_FIXUP_MIN_EXTENTS = 6
+
+_ZERO_BLOCK = bytes(BLOCK_SIZE)
+# Chains start from a zero IV and fold each extent's real IV into its first block, so the mode
+# object (costly to validate, per call) is built once.
+_ZERO_IV_CBC = modes.CBC(_ZERO_BLOCK)
+_ECB = modes.ECB()
 
 Buffer = bytes | bytearray | memoryview
 WritableBuffer = bytearray | memoryview
@@ -123,11 +131,6 @@ def _bytes_view(buf: Buffer) -> memoryview:
     return view.cast("B")
 
 
-def _cbc(fek: bytes, iv: bytes, encrypt: bool) -> CipherContext:
-    cipher = Cipher(algorithms.AES(fek), modes.CBC(iv))
-    return cipher.encryptor() if encrypt else cipher.decryptor()
-
-
 def _xor16(a: Buffer, b: Buffer, c: Buffer) -> bytes:
     x = int.from_bytes(a, "little") ^ int.from_bytes(b, "little") ^ int.from_bytes(c, "little")
     return x.to_bytes(BLOCK_SIZE, "little")
@@ -138,31 +141,24 @@ def _encrypt_chained(
 ) -> None:
     """Encrypt as one CBC chain; each extent's first block absorbs the chain-to-IV difference.
 
-    The chain hands extent k the previous ciphertext block c instead of IV_k, so its first
-    plaintext block is fed as p ^ c ^ IV_k: the cipher then sees p ^ IV_k, exactly what a fresh
-    CBC with IV_k would.
+    The chain hands extent k the previous ciphertext block c (zero for the first) instead of
+    IV_k, so its first plaintext block is fed as p ^ c ^ IV_k: the cipher then sees p ^ IV_k,
+    exactly what a fresh CBC with IV_k would.
     """
     count = len(src) // EXTENT_SIZE
     ivs = _extent_ivs(root, first_index, count)
-    ctx = _cbc(fek, ivs[:IV_SIZE], encrypt=True)
-    last = count - 1
-    previous = b""
+    ctx = Cipher(algorithms.AES(fek), _ZERO_IV_CBC).encryptor()
+    previous = _ZERO_BLOCK
     for k in range(count):
         lo = k * EXTENT_SIZE
+        body = lo + BLOCK_SIZE
         hi = lo + EXTENT_SIZE
-        body = lo
-        if k:
-            first = _xor16(
-                src[lo : lo + BLOCK_SIZE], previous, ivs[k * IV_SIZE : (k + 1) * IV_SIZE]
-            )
-            dst[lo : lo + BLOCK_SIZE] = ctx.update(first)
-            body += BLOCK_SIZE
-        if k < last:
-            # The slack update_into wants lies in the next extent, which is written later.
-            ctx.update_into(src[body:hi], dst[body : hi + _UPDATE_SLACK])
-        else:
-            dst[body:hi] = ctx.update(src[body:hi])
-        previous = bytes(dst[hi - BLOCK_SIZE : hi])
+        iv = ivs[k * IV_SIZE : (k + 1) * IV_SIZE]
+        dst[lo:body] = ctx.update(_xor16(src[lo:body], previous, iv))
+        # update_into wants a block of room past its output; the block after this output is
+        # written by the next call, so borrowing it is harmless.
+        ctx.update_into(src[body : hi - BLOCK_SIZE], dst[body:hi])
+        dst[hi - BLOCK_SIZE : hi] = previous = ctx.update(src[hi - BLOCK_SIZE : hi])
 
 
 class _TileLayout:
@@ -208,7 +204,7 @@ def _encrypt_interleaved(
 ) -> None:
     """Run the CBC chains of a tile side by side: 256 rows of XOR + one ECB call each."""
     count = len(src) // EXTENT_SIZE
-    ecb = Cipher(algorithms.AES(fek), modes.ECB()).encryptor()
+    ecb = Cipher(algorithms.AES(fek), _ECB).encryptor()
     block = np.dtype((np.void, BLOCK_SIZE))
     source = np.frombuffer(src, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
     target = np.frombuffer(dst, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
@@ -237,42 +233,39 @@ def _decrypt_chained(
     """Decrypt as one CBC chain, then give each extent's first block its own IV back.
 
     The chain XORs extent k's first block with the previous extent's last ciphertext block c
-    instead of IV_k; XORing c ^ IV_k into it afterwards undoes that.
+    (zero for the first) instead of IV_k; XORing c ^ IV_k into it afterwards undoes that.
     """
     count = len(src) // EXTENT_SIZE
     size = count * EXTENT_SIZE
     ivs = _extent_ivs(root, first_index, count)
     # Taken before decrypting: src and dst may be the same memory.
-    chain = _last_blocks(src, count - 1, vectorised)
-    ctx = _cbc(fek, ivs[:IV_SIZE], encrypt=False)
+    chain = _chain_values(src, count, vectorised)
+    ctx = Cipher(algorithms.AES(fek), _ZERO_IV_CBC).decryptor()
     ctx.update_into(src[: size - BLOCK_SIZE], dst)
     dst[size - BLOCK_SIZE :] = ctx.update(src[size - BLOCK_SIZE :])
-    if count == 1:
-        return
     if vectorised:
-        fixes = (
-            np.frombuffer(chain, dtype=np.uint64)
-            ^ np.frombuffer(ivs, dtype=np.uint64)[_WORDS_PER_BLOCK:]
-        )
+        fixes = np.frombuffer(chain, dtype=np.uint64) ^ np.frombuffer(ivs, dtype=np.uint64)
         words = np.frombuffer(dst, dtype=np.uint64).reshape(count, EXTENT_SIZE // _WORD)
-        words[1:, :_WORDS_PER_BLOCK] ^= fixes.reshape(count - 1, _WORDS_PER_BLOCK)
+        words[:, :_WORDS_PER_BLOCK] ^= fixes.reshape(count, _WORDS_PER_BLOCK)
         return
-    for k in range(1, count):
+    for k in range(count):
         lo = k * EXTENT_SIZE
         dst[lo : lo + BLOCK_SIZE] = _xor16(
             dst[lo : lo + BLOCK_SIZE],
-            chain[(k - 1) * BLOCK_SIZE : k * BLOCK_SIZE],
+            chain[k * BLOCK_SIZE : (k + 1) * BLOCK_SIZE],
             ivs[k * IV_SIZE : (k + 1) * IV_SIZE],
         )
 
 
-def _last_blocks(src: memoryview, count: int, vectorised: bool) -> bytes:
-    """The last 16-byte block of each of the first `count` extents of src, concatenated."""
+def _chain_values(src: memoryview, count: int, vectorised: bool) -> bytes:
+    """What one CBC chain over src XORs into each extent's first block: zero, then the last
+    ciphertext block of each extent but the final one."""
     if vectorised:
-        words = np.frombuffer(src, dtype=np.uint64, count=count * EXTENT_SIZE // _WORD)
-        return words.reshape(count, EXTENT_SIZE // _WORD)[:, -_WORDS_PER_BLOCK:].tobytes()
-    return b"".join(
-        [src[(k + 1) * EXTENT_SIZE - BLOCK_SIZE : (k + 1) * EXTENT_SIZE] for k in range(count)]
+        words = np.frombuffer(src, dtype=np.uint64, count=(count - 1) * EXTENT_SIZE // _WORD)
+        tails = words.reshape(count - 1, EXTENT_SIZE // _WORD)[:, -_WORDS_PER_BLOCK:]
+        return _ZERO_BLOCK + tails.tobytes()
+    return _ZERO_BLOCK + b"".join(
+        [src[(k + 1) * EXTENT_SIZE - BLOCK_SIZE : (k + 1) * EXTENT_SIZE] for k in range(count - 1)]
     )
 
 
@@ -307,6 +300,5 @@ def decrypt_extents(
     count = _extent_count(first_index, src, dst)
     if not count:
         return
-    _decrypt_chained(
-        fek, root_iv, first_index, _bytes_view(src), _bytes_view(dst), vectorised=_HAVE_NUMPY
-    )
+    vectorised = _HAVE_NUMPY and count >= _VECTOR_FIXUP_MIN_EXTENTS
+    _decrypt_chained(fek, root_iv, first_index, _bytes_view(src), _bytes_view(dst), vectorised)

@@ -8,8 +8,9 @@ and one directory `NAME/` with the lower tree; a tar of a kernel lower directory
 tree at its top level. The rule: if the top level holds a plain (non-eCryptfs) `RESTORE.txt`
 and exactly one directory beside it (and maybe plain `MANIFEST*` files), that directory is the
 lower root; otherwise the top level is. A plain top-level `RESTORE.txt`/`MANIFEST*` is never
-restored. A stream (stdin) cannot be looked at twice, so there the first top-level member
-decides: a plain `RESTORE.txt`/`MANIFEST*` means the wrapped layout, anything else the bare one.
+restored. A stream (stdin) cannot be looked at twice: a plain `RESTORE.txt`/`MANIFEST*` as the
+first top-level member means the wrapped layout at once; otherwise the same rule is applied at
+the end of the stream and reported as `LowerTree.late_wrapper`.
 """
 
 from __future__ import annotations
@@ -283,34 +284,65 @@ def _scan_top_level(source: str, reporter: Reporter) -> _TopLevel:
     return _TopLevel(side_files=side, wrapper=next(iter(dirs)) if wrapped else None)
 
 
-def _stream_layout(members: Iterator[_RawMember], reporter: Reporter) -> Iterator[LowerEntry]:
-    """One-pass layout decision for stdin: the first top-level member decides."""
-    wrapped: bool | None = None
-    wrapper: bytes | None = None
-    for m in members:
-        top = m.path[0]
-        single = len(m.path) == 1
-        if single and m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-            head, m.entry.data = _peek(m.entry.data)
-            if not has_ecryptfs_marker(head):
-                if wrapped is None:
-                    wrapped = True
+class LowerTree:
+    """The entries of a lower tree, plus what only the end of a stream can tell.
+
+    `late_wrapper` is set once `entries` is exhausted when a stream turned out to hold the
+    wrapped layout although its lower directory came before RESTORE.txt (libarchive lists an
+    ISO image's directories before its files): the consumer then has everything under that
+    top-level directory one level too deep, and moves it up.
+    """
+
+    def __init__(self, entries: Iterator[LowerEntry]) -> None:
+        self.entries = entries
+        self.late_wrapper: bytes | None = None
+
+
+class _StreamLayout(LowerTree):
+    """One-pass layout decision for stdin: a plain RESTORE.txt/MANIFEST* first means the
+    wrapped layout; otherwise entries pass through and the top level is judged at the end."""
+
+    def __init__(self, members: Iterator[_RawMember], reporter: Reporter) -> None:
+        super().__init__(self._walk(members, reporter))
+
+    def _walk(self, members: Iterator[_RawMember], reporter: Reporter) -> Iterator[LowerEntry]:
+        wrapped: bool | None = None
+        wrapper: bytes | None = None
+        saw_restore = False
+        top_dirs: set[bytes] = set()
+        top_others = False
+        for m in members:
+            top = m.path[0]
+            single = len(m.path) == 1
+            if single and m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
+                head, m.entry.data = _peek(m.entry.data)
+                if not has_ecryptfs_marker(head):
+                    saw_restore = saw_restore or top == RESTORE_NAME
+                    if wrapped is None:
+                        wrapped = True
+                    continue
+            if wrapped is None:
+                wrapped = False
+            if not wrapped:
+                if single and m.entry.kind is not Kind.DIR:
+                    top_others = True
+                else:
+                    top_dirs.add(top)
+                yield m.entry
                 continue
-        if wrapped is None:
-            wrapped = False
-        if not wrapped:
-            yield m.entry
-            continue
-        if wrapper is None and m.entry.kind is Kind.DIR and single:
-            wrapper = top
-            continue
-        if top != wrapper or single:
-            reporter.warn(f"{os.fsdecode(b'/'.join(m.path))}: outside the lower directory; ignored")
-            continue
-        if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (wrapper,):
-            reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
-            continue
-        yield _rebased(m.entry, 1)
+            if wrapper is None and m.entry.kind is Kind.DIR and single:
+                wrapper = top
+                continue
+            if top != wrapper or single:
+                where = os.fsdecode(b"/".join(m.path))
+                reporter.warn(f"{where}: outside the lower directory; ignored")
+                continue
+            if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (wrapper,):
+                reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
+                continue
+            yield _rebased(m.entry, 1)
+        if not wrapped and saw_restore and len(top_dirs) == 1 and not top_others:
+            self.late_wrapper = next(iter(top_dirs))
 
 
 def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
@@ -500,7 +532,7 @@ def _dir_entry(
 @contextmanager
 def open_lower_tree(
     source: str, reporter: Reporter, progress: Progress | None = None
-) -> Iterator[Iterator[LowerEntry]]:
+) -> Iterator[LowerTree]:
     """The lower entries of SOURCE: '-' (stdin), an archive file, or an extracted directory.
 
     `progress`, when given, is called with the number of lower bytes consumed as reading goes
@@ -508,7 +540,7 @@ def open_lower_tree(
     """
     if source != STDIN and os.path.isdir(source):
         root = find_lower_root(os.fsencode(source))
-        yield _dir_walk(root, reporter, progress)
+        yield LowerTree(_dir_walk(root, reporter, progress))
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
@@ -516,7 +548,7 @@ def open_lower_tree(
     with _open_archive(source) as archive:
         members = _archive_members(archive, reporter, progress)
         if top is None:
-            yield _stream_layout(members, reporter)
+            yield _StreamLayout(members, reporter)
         else:
-            yield _seekable_layout(members, top, reporter)
+            yield LowerTree(_seekable_layout(members, top, reporter))
 

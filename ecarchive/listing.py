@@ -58,11 +58,13 @@ def list_archive(
     as \\\\, \\t and \\n, other control characters and bytes that are not UTF-8 as \\xNN.
 
     Raises WrongPassphrase before printing anything; damaged entries are warned about and left
-    out.
+    out. A stream (stdin) whose lower directory comes before its RESTORE.txt (an ISO image
+    piped in) is listed with that directory as the first path component: a stream cannot be
+    read twice and lines are not held back.
     """
     stream = out if out is not None else sys.stdout
     keys = Keys(passphrase)
     with open_lower_tree(source, reporter) as lower:
-        for entry in Decoder(keys, reporter).entries(lower):
+        for entry in Decoder(keys, reporter).entries(lower.entries):
             stream.write(format_entry(entry) + "\n")
     stream.flush()

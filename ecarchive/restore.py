@@ -199,6 +199,38 @@ class _Writer:
             raise
         os.close(fd)
 
+    def unwrap(self, name: bytes) -> None:
+        """Move what was restored under NAME/ one level up: the stream's lower directory came
+        before its RESTORE.txt, so NAME/ turned out to be the lower root (LowerTree)."""
+        if name not in self._checked_dirs:
+            return
+        holder = b".ecarchive-unwrap-" + os.urandom(6).hex().encode()
+        os.rename(self._abs(name), self._abs(holder))
+        kept = False
+        for child in sorted(os.listdir(self._abs(holder))):
+            if os.path.lexists(self._abs(child)):
+                self.reporter.warn(
+                    f"{os.fsdecode(child)}: already in the destination; left in "
+                    f"{os.fsdecode(name)}/"
+                )
+                kept = True
+                continue
+            os.rename(os.path.join(self._abs(holder), child), self._abs(child))
+        prefix = name + b"/"
+        if kept:
+            os.rename(self._abs(holder), self._abs(name))
+        else:
+            os.rmdir(self._abs(holder))
+        moved = []
+        for meta in self._dirs:
+            if meta.path.startswith(prefix) and not os.path.lexists(self._abs(meta.path)):
+                rel = meta.path[len(prefix) :]
+                meta = _DirMeta(rel, meta.mode, meta.mtime_ns, meta.uid, meta.gid)
+            elif meta.path == name and not kept:
+                continue
+            moved.append(meta)
+        self._dirs = moved
+
     def finish(self) -> None:
         """Directory modes and times, deepest first so setting them disturbs nothing."""
         for meta in reversed(self._dirs):
@@ -236,8 +268,10 @@ def restore_archive(
     writer = _Writer(dest, reporter)
     try:
         with open_lower_tree(source, reporter, progress) as lower:
-            for entry in Decoder(keys, reporter).entries(lower):
+            for entry in Decoder(keys, reporter).entries(lower.entries):
                 writer.add(entry)
+            if lower.late_wrapper is not None:
+                writer.unwrap(lower.late_wrapper)
         writer.start()  # an archive with nothing in it still gives DEST
     finally:
         if writer.started:

@@ -363,7 +363,24 @@ def test_key_detection_reports_the_convention(variant: str, tmp_path: Path) -> N
     assert keys.separate_fnek.sig_hex == SEPARATE_FNEK_SIG
     reporter = _quiet()
     with open_lower_tree(str(FIXTURES / f"{variant}.tar"), reporter) as lower:
-        entries = list(Decoder(keys, reporter).entries(lower))
+        entries = list(Decoder(keys, reporter).entries(lower.entries))
     assert len(entries) == 23
     assert keys.fnek_mode is (None if mode is FnekMode.OFF else mode)
     assert keys.name_key_bytes == key_bytes
+
+
+def test_restore_ecarchive_iso_image(tmp_path: Path, expected: dict[str, Row]) -> None:
+    """ecarchive's own ISO writer around a kernel lower tree: RESTORE.txt + Private/, from the
+    image file (two passes) and from a pipe (one pass)."""
+    from tests.interop.test_iso_trees import build_iso, plan_from_tree
+
+    lower = _extract(FIXTURES / "aes128-fnek-same.tar", tmp_path / "lower")
+    iso = tmp_path / "image.iso"
+    build_iso(plan_from_tree(lower), iso)
+    reporter = _quiet()
+    restore_archive(str(iso), str(tmp_path / "from-file"), PASSPHRASE, reporter)
+    assert reporter.warnings == []
+    assert _snapshot(tmp_path / "from-file") == expected
+    result = _restore_via_stdin(iso, tmp_path / "from-stdin")
+    assert result.returncode == 0, result.stderr.decode()
+    assert _snapshot(tmp_path / "from-stdin") == expected

@@ -2,7 +2,8 @@
 
 Run from the repository root:
     python benchmarks/extent_bench.py [--seconds S] [--sizes 16384,1048576,...]
-Prints MB/s (10^6 bytes/s, median of 5 timed rounds) per key size and batch size, then peak RSS.
+Prints MB/s (10^6 bytes/s; median and best of 5 rounds) per key size and batch size, then peak
+RSS. On a shared machine the best round is the closer estimate of one uncontended core.
 """
 
 from __future__ import annotations
@@ -51,20 +52,28 @@ def per_extent_reference(fek: bytes, first_index: int, src: bytes, dst: bytearra
         )
 
 
-def rate(run: Callable[[], object], nbytes: int, seconds: float) -> float:
-    """Median MB/s over ROUNDS rounds of about seconds/ROUNDS each."""
+def calls_for(run: Callable[[], object], seconds: float) -> int:
+    """How many calls fill about `seconds`."""
     run()
     start = time.perf_counter()
     run()
-    per_call = max(time.perf_counter() - start, 1e-7)
-    calls = max(1, int(seconds / ROUNDS / per_call))
-    rates = []
+    return max(1, int(seconds / max(time.perf_counter() - start, 1e-7)))
+
+
+def measure(
+    named: list[tuple[str, Callable[[], object]]], nbytes: int, seconds: float
+) -> dict[str, list[float]]:
+    """MB/s of each case in each of ROUNDS rounds; cases take turns within a round so that a
+    busy neighbour on the machine slows all of them alike."""
+    calls = {name: calls_for(run, seconds / ROUNDS) for name, run in named}
+    rates: dict[str, list[float]] = {name: [] for name, _ in named}
     for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        rates.append(nbytes * calls / (time.perf_counter() - start) / 1e6)
-    return statistics.median(rates)
+        for name, run in named:
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                run()
+            rates[name].append(nbytes * calls[name] / (time.perf_counter() - start) / 1e6)
+    return rates
 
 
 def cases(fek: bytes, size: int) -> list[tuple[str, Callable[[], object]]]:
@@ -102,18 +111,20 @@ def cases(fek: bytes, size: int) -> list[tuple[str, Callable[[], object]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time per case and batch")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="batch bytes")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"numpy interleaved path available: {extent._HAVE_NUMPY}")
-    print(f"{'key':>4} {'batch':>9} {'case':<34} {'MB/s':>8}")
+    print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
+    print(f"{'key':>4} {'batch':>8} {'case':<34} {'median':>7} {'best':>7}  MB/s")
     for key_bytes in KEY_SIZES:
         fek = os.urandom(key_bytes)
         for size in sizes:
-            for name, run in cases(fek, size):
-                mbs = rate(run, size, args.seconds)
-                print(f"{key_bytes * 8:>4} {size:>9} {name:<34} {mbs:>8.0f}", flush=True)
+            for name, mbs in measure(cases(fek, size), size, args.seconds).items():
+                line = f"{key_bytes * 8:>4} {size:>8} {name:<34}"
+                print(f"{line} {statistics.median(mbs):>7.0f} {max(mbs):>7.0f}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"peak RSS: {peak_kib / 1024:.1f} MiB")
 

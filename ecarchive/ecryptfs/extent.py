@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol, cast
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -69,11 +70,12 @@ class _Digest(Protocol):
 
 def _small_input_md5() -> Callable[[bytes], _Digest]:
     # CPython's built-in MD5 sets up far faster than hashlib's OpenSSL wrapper; on 32-byte
-    # inputs, one per extent, that is most of the cost of an IV.
+    # inputs, one per extent, that is most of the cost of an IV. MD5 is the format's IV
+    # derivation here, not a security choice, hence usedforsecurity=False (FIPS builds).
     try:
         return cast(Callable[[bytes], _Digest], importlib.import_module("_md5").md5)
     except (ImportError, AttributeError):  # pragma: no cover - builds without _md5
-        return hashlib.md5
+        return partial(hashlib.md5, usedforsecurity=False)
 
 
 _md5 = _small_input_md5()
@@ -81,7 +83,7 @@ _md5 = _small_input_md5()
 
 def root_iv(fek: bytes) -> bytes:
     """Root IV of a file: MD5(FEK) (ecryptfs_compute_root_iv)."""
-    return hashlib.md5(fek).digest()
+    return _md5(fek).digest()
 
 
 def _check_indexes(first_index: int, count: int) -> None:

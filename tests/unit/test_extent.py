@@ -265,9 +265,12 @@ def test_writes_into_a_view_of_a_larger_buffer(count: int) -> None:
 
 NO_NUMPY_SCRIPT = """
 import hashlib, sys
-sys.modules["numpy"] = None  # makes "import numpy" raise ImportError
+# None in sys.modules makes the import raise ImportError: no numpy, no built-in _md5.
+sys.modules["numpy"] = None
+sys.modules["_md5"] = None
 from ecarchive.ecryptfs import extent
 assert not extent._HAVE_NUMPY
+assert extent._md5(b"abc").digest() == hashlib.md5(b"abc").digest()
 fek = bytes(range(16))
 plain = bytes(range(256)) * 16 * 100
 out = bytearray(len(plain))
@@ -279,7 +282,7 @@ print(hashlib.sha256(out).hexdigest())
 """
 
 
-def test_works_without_numpy() -> None:
+def test_works_without_numpy_or_builtin_md5() -> None:
     result = subprocess.run(
         [sys.executable, "-c", NO_NUMPY_SCRIPT],
         cwd=REPO,

@@ -170,7 +170,7 @@ def test_changed_manifest_line(copy: Path, tmp_path: Path) -> None:
     def edit(data: bytes) -> bytes:
         lines = data.split(b"\n")
         i = next(i for i, line in enumerate(lines) if line.endswith(b" " + target))
-        kind, size, digest, path = lines[i].split(b" ")
+        kind, size, _digest, path = lines[i].split(b" ")
         lines[i] = b" ".join((kind, size, hashlib.sha256(b"other").hexdigest().encode(), path))
         return b"\n".join(lines)
 

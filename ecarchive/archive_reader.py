@@ -8,9 +8,11 @@ and one directory `NAME/` with the lower tree; a tar of a kernel lower directory
 tree at its top level. The rule: if the top level holds a plain (non-eCryptfs) `RESTORE.txt`
 and exactly one directory beside it (and maybe plain `MANIFEST*` files), that directory is the
 lower root; otherwise the top level is. A plain top-level `RESTORE.txt`/`MANIFEST*` is never
-restored. A stream (stdin) cannot be looked at twice: a plain `RESTORE.txt`/`MANIFEST*` as the
-first top-level member means the wrapped layout at once; otherwise the same rule is applied at
-the end of the stream and reported as `LowerTree.late_wrapper`.
+restored. Archives are read in one pass (stdin cannot be read twice, and a second pass would
+double the cost for files): a plain `RESTORE.txt`/`MANIFEST*` as the first top-level member, as
+ecarchive writes tars, means the wrapped layout at once; otherwise the same rule is applied at
+the end and reported as `LowerTree.late_wrapper` (libarchive lists an ISO image's directories
+before its files).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from .model import Kind
 STDIN = "-"
 RESTORE_NAME = b"RESTORE.txt"
 MANIFEST_PREFIX = b"MANIFEST"
-# libarchive reads stdin in blocks of this size; its default (the pipe's 4 KiB) costs syscalls
-STREAM_BLOCK = 1 << 20
+# libarchive reads in blocks of this size; its default (st_blksize, 4 KiB) costs syscalls
+READ_BLOCK = 1 << 20
 _PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # enough to see the eCryptfs marker
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 _NS = 1_000_000_000
@@ -243,45 +245,14 @@ def _archive_members(
 @contextmanager
 def _open_archive(source: str) -> Iterator[Any]:
     try:
-        if source == STDIN:
-            with libarchive.read.new_archive_read() as a:
-                ffi.read_open_fd(a, 0, STREAM_BLOCK)
-                yield libarchive.read.ArchiveRead(a)
-        else:
-            with libarchive.file_reader(source) as archive:
-                yield archive
+        with libarchive.read.new_archive_read() as a:
+            if source == STDIN:
+                ffi.read_open_fd(a, 0, READ_BLOCK)
+            else:
+                ffi.read_open_filename_w(a, source, READ_BLOCK)
+            yield libarchive.read.ArchiveRead(a)
     except ArchiveError as err:
         raise ArchiveUnreadable(f"{source}: cannot read the archive: {err.msg}") from err
-
-
-@dataclass(slots=True)
-class _TopLevel:
-    """What the first pass saw at the top level of a seekable archive."""
-
-    side_files: set[bytes]  # plain RESTORE.txt / MANIFEST* names
-    wrapper: bytes | None  # the lower root directory name, when the layout is wrapped
-
-
-def _scan_top_level(source: str, reporter: Reporter) -> _TopLevel:
-    side: set[bytes] = set()
-    dirs: set[bytes] = set()
-    others: set[bytes] = set()
-    with _open_archive(source) as archive:
-        try:
-            # no reporter: the second pass reports path problems
-            for m in _archive_members(archive, None, None):
-                top = m.path[0]
-                if len(m.path) > 1 or m.entry.kind is Kind.DIR:
-                    dirs.add(top)
-                elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-                    head, _ = _peek(m.entry.data)
-                    (others if has_ecryptfs_marker(head) else side).add(top)
-                else:
-                    others.add(top)
-        except (ArchiveUnreadable, MemberUnreadable):
-            pass  # a damaged archive: decide from what was readable; the second pass reports it
-    wrapped = RESTORE_NAME in side and len(dirs) == 1 and not (others - dirs)
-    return _TopLevel(side_files=side, wrapper=next(iter(dirs)) if wrapped else None)
 
 
 class LowerTree:
@@ -299,8 +270,8 @@ class LowerTree:
 
 
 class _StreamLayout(LowerTree):
-    """One-pass layout decision for stdin: a plain RESTORE.txt/MANIFEST* first means the
-    wrapped layout; otherwise entries pass through and the top level is judged at the end."""
+    """One-pass layout decision: a plain RESTORE.txt/MANIFEST* first means the wrapped layout;
+    otherwise entries pass through and the top level is judged at the end."""
 
     def __init__(self, members: Iterator[_RawMember], reporter: Reporter) -> None:
         super().__init__(self._walk(members, reporter))
@@ -350,22 +321,6 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
     if entry.link_path:
         entry.link_path = entry.link_path[depth:]
     return entry
-
-
-def _seekable_layout(
-    members: Iterator[_RawMember], top: _TopLevel, reporter: Reporter
-) -> Iterator[LowerEntry]:
-    for m in members:
-        first = m.path[0]
-        if len(m.path) == 1 and m.entry.kind is Kind.FILE and first in top.side_files:
-            continue
-        if top.wrapper is None:
-            yield m.entry
-        elif first == top.wrapper and len(m.path) > 1:
-            if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (top.wrapper,):
-                reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
-                continue
-            yield _rebased(m.entry, 1)
 
 
 # --- a directory on disk --------------------------------------------------------------------
@@ -544,11 +499,6 @@ def open_lower_tree(
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
-    top = None if source == STDIN else _scan_top_level(source, reporter)
     with _open_archive(source) as archive:
-        members = _archive_members(archive, reporter, progress)
-        if top is None:
-            yield _StreamLayout(members, reporter)
-        else:
-            yield LowerTree(_seekable_layout(members, top, reporter))
+        yield _StreamLayout(_archive_members(archive, reporter, progress), reporter)
 

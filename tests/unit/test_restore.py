@@ -383,3 +383,46 @@ def test_split_member_path() -> None:
         split_member_path(b"a/../../b")
     with pytest.raises(UnsafePath):
         split_member_path(b"/etc/passwd")
+
+
+def _flip_marker(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.seek(8)
+        f.write(b"\0\0\0\0")
+
+
+def _break_packet(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.seek(26)  # the tag 3 packet's type byte, right after the fixed header fields
+        f.write(b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_flip_marker, "no eCryptfs marker"),
+        (_break_packet, "no key packet"),
+        (lambda p: os.truncate(p, 100), "truncated inside the eCryptfs header"),
+        (lambda p: os.truncate(p, 8192 + EXTENT_SIZE), "truncated: 4096 of 12288 bytes"),
+    ],
+    ids=["marker", "packet", "short-header", "short-data"],
+)
+def test_each_kind_of_damage_skips_one_file(damage, message: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.SEPARATE), 16)
+    tree.file("good-1", b"one")
+    victim = tree.file("victim", _pattern(3 * EXTENT_SIZE))
+    tree.file("good-2", b"two")
+    damage(victim)
+    for via in ("directory", "tar"):
+        source = tree.root
+        if via == "tar":
+            source = tmp_path / "t.tar"
+            _tar(["--sort=name", "-cf", str(source), "."], tree.root)
+        reporter = _quiet()
+        out = tmp_path / f"out-{via}"
+        restore_archive(str(source), str(out), PASSPHRASE, reporter)
+        assert reporter.exit_code == 1
+        assert len(reporter.warnings) == 1, reporter.warnings
+        assert reporter.warnings[0].startswith("victim: ") and message in reporter.warnings[0]
+        assert sorted(p.name for p in out.iterdir()) == ["good-1", "good-2"]
+        assert (out / "good-2").read_bytes() == b"two"

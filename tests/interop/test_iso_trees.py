@@ -60,12 +60,12 @@ def _walk(root: Path) -> Iterator[Path]:
             yield from _walk(path)
 
 
-def plan_from_tree(root: Path) -> list[Entry]:
+def plan_from_tree(root: Path, restore_text: bytes = RESTORE_TEXT) -> list[Entry]:
     """RESTORE.txt plus `root` as the lower directory, hard links detected by inode."""
     st = root.lstat()
     entries = [
         Entry(Kind.FILE, RESTORE, 0o644, 0, 0, "root", "root", VOLUME_TIME_NS,
-              size=len(RESTORE_TEXT), data=RESTORE_TEXT),
+              size=len(restore_text), data=restore_text),
         Entry(Kind.DIR, LOWER, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, "", "",
               st.st_mtime_ns),
     ]
@@ -162,7 +162,7 @@ def _parse_symbolic(perm: str) -> int:
         shift = 8 - index
         if char in "rwx":
             bits |= 1 << shift
-        elif char in "sS" and special == "s" or char in "tT" and special == "t":
+        elif (char in "sS" and special == "s") or (char in "tT" and special == "t"):
             if char.islower():
                 bits |= 1 << shift
             bits |= {2: stat.S_ISUID, 5: stat.S_ISGID, 8: stat.S_ISVTX}[index]

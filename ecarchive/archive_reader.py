@@ -326,6 +326,14 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
+def _open_lower(path: bytes) -> int:
+    try:
+        return os.open(path, _OPEN_FLAGS)
+    except PermissionError:
+        # O_NOATIME is refused on files we do not own unless we are root
+        return os.open(path, _OPEN_FLAGS & ~getattr(os, "O_NOATIME", 0))
+
+
 class _FileData:
     """A lower file on disk, opened on first read and closed by the walker."""
 
@@ -337,7 +345,7 @@ class _FileData:
     def readinto(self, view: memoryview) -> int:
         try:
             if self._fd is None:
-                self._fd = os.open(self._path, _OPEN_FLAGS)
+                self._fd = _open_lower(self._path)
             got = 0
             while got < len(view):
                 n = os.readv(self._fd, [view[got:]])

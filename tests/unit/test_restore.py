@@ -15,9 +15,12 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecarchive.archive_reader import UnsafePath, split_member_path
 from ecarchive.decoder import CHUNK
@@ -407,7 +410,9 @@ def _break_packet(path: Path) -> None:
     ],
     ids=["marker", "packet", "short-header", "short-data"],
 )
-def test_each_kind_of_damage_skips_one_file(damage, message: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_each_kind_of_damage_skips_one_file(
+    damage: Callable[[Path], None], message: str, tmp_path: Path
+) -> None:
     tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.SEPARATE), 16)
     tree.file("good-1", b"one")
     victim = tree.file("victim", _pattern(3 * EXTENT_SIZE))
@@ -426,3 +431,33 @@ def test_each_kind_of_damage_skips_one_file(damage, message: str, tmp_path: Path
         assert reporter.warnings[0].startswith("victim: ") and message in reporter.warnings[0]
         assert sorted(p.name for p in out.iterdir()) == ["good-1", "good-2"]
         assert (out / "good-2").read_bytes() == b"two"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=70 * 1024), min_size=1, max_size=4),
+    name=st.binary(min_size=1, max_size=143).filter(lambda n: b"/" not in n and b"\0" not in n),
+    key_bytes=st.sampled_from([16, 24, 32]),
+)
+def test_property_sizes_and_names(
+    sizes: list[int], name: bytes, key_bytes: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    if name in (b".", b".."):
+        name = b"dot" + name
+    base = tmp_path_factory.mktemp("prop")
+    keys = derive_keyset(PASSPHRASE, FnekMode.SEPARATE)
+    tree = LowerTree(base / "lower", keys, key_bytes)
+    assert keys.fnek is not None
+    subdir = tree.root / encrypt_name(name, keys.fnek, key_bytes).decode()
+    subdir.mkdir()
+    contents = [secrets.token_bytes(n) for n in sizes]
+    for i, data in enumerate(contents):
+        sub = LowerTree(subdir, keys, key_bytes)
+        sub.file(f"f{i}", data)
+    out = base / "out"
+    reporter = _quiet()
+    restore_archive(str(tree.root), str(out), PASSPHRASE, reporter)
+    assert reporter.warnings == []
+    restored = out / os.fsdecode(name)
+    for i, data in enumerate(contents):
+        assert (restored / f"f{i}").read_bytes() == data

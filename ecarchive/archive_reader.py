@@ -301,9 +301,10 @@ class _StreamLayout(LowerTree):
                     top_dirs.add(top)
                 yield m.entry
                 continue
-            if wrapper is None and m.entry.kind is Kind.DIR and single:
-                wrapper = top
-                continue
+            if wrapper is None and (m.entry.kind is Kind.DIR or not single):
+                wrapper = top  # the first directory, listed or only implied by a member path
+                if single:
+                    continue
             if top != wrapper or single:
                 where = os.fsdecode(b"/".join(m.path))
                 reporter.warn(f"{where}: outside the lower directory; ignored")

@@ -158,6 +158,24 @@ def test_restore_wrapped_layout_directory_and_stdin(tmp_path: Path, expected: di
     _restore_via_stdin(tar, out)
     assert _snapshot(out) == expected
 
+    # a tar that lists files only: the lower directory is implied by the member paths
+    members = sorted(
+        p.relative_to(wrapped).as_posix() for p in (wrapped / "Private").rglob("*") if not p.is_dir()
+    )
+    files_only = tmp_path / "files-only.tar"
+    subprocess.run(
+        ["tar", "--format=pax", "--no-recursion", "-cf", str(files_only), "-C", str(wrapped),
+         "RESTORE.txt", *members],
+        check=True,
+    )
+    reporter = _quiet()
+    restore_archive(str(files_only), str(tmp_path / "files-only"), PASSPHRASE, reporter)
+    assert reporter.warnings == []
+    restored = _snapshot(tmp_path / "files-only")
+    assert {k: v for k, v in restored.items() if v["type"] != "d"} == {
+        k: v for k, v in expected.items() if v["type"] != "d"
+    }
+
 
 def _restore_via_stdin(tar: Path, dest: Path, passphrase: bytes = PASSPHRASE) -> subprocess.CompletedProcess[bytes]:
     code = (

@@ -236,10 +236,12 @@ class _Writer:
         for meta in reversed(self._dirs):
             path = self._abs(meta.path)
             try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue  # a later member replaced the directory
                 if self.as_root:
-                    os.chown(path, meta.uid, meta.gid, follow_symlinks=False)
-                os.chmod(path, meta.mode, follow_symlinks=False)
-                os.utime(path, ns=(time.time_ns(), meta.mtime_ns), follow_symlinks=False)
+                    os.chown(path, meta.uid, meta.gid)
+                os.chmod(path, meta.mode)
+                os.utime(path, ns=(time.time_ns(), meta.mtime_ns))
             except OSError as e:
                 self.reporter.warn(f"{os.fsdecode(meta.path)}: cannot set attributes: {e.strerror}")
         self._dirs.clear()

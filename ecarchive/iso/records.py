@@ -6,6 +6,7 @@ not change any length) and when the image is written, so sizes cannot drift apar
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 from ..model import Kind
@@ -137,20 +138,11 @@ _OLD_MINOR_MAX = 0xFF
 
 
 def _pn_numbers(rdev: int) -> tuple[int, int]:
-    major, minor = _major(rdev), _minor(rdev)
+    major, minor = os.major(rdev), os.minor(rdev)
     if major <= _OLD_MAJOR_MAX and minor <= _OLD_MINOR_MAX:
         return 0, major << 8 | minor
     # Linux reads (major, minor) here; libarchive would show a different number.
     return major, minor
-
-
-# glibc's dev_t split (os.major/os.minor), spelled out so PN does not depend on the host.
-def _major(rdev: int) -> int:
-    return ((rdev >> 8) & 0xFFF) | ((rdev >> 32) & ~0xFFF)
-
-
-def _minor(rdev: int) -> int:
-    return (rdev & 0xFF) | ((rdev >> 12) & ~0xFF)
 
 
 def directory_records(directory: Node, ce: CeAllocator, zero_lba: int) -> Iterator[bytes]:

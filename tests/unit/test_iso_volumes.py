@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ecarchive.iso import image_size
@@ -91,7 +93,7 @@ def test_volumes_are_filled_greedily() -> None:
     capacity = 4 * MIB
     volumes = split_volumes(entries, capacity, size_of)
     assert len(volumes) > 2
-    for previous, current in zip(volumes, volumes[1:], strict=False):
+    for previous, current in itertools.pairwise(volumes):
         before = {e.path for e in previous}
         first = next(e for e in current if e.path not in before)
         grown = sorted({*previous, first}, key=entries.index)

@@ -23,3 +23,9 @@ walk() {
     "$PYTHON" "$TREES" snapshot "$1" > "$2"
 }
 
+
+# checkpoint NAME: move the kernel log so far to $JOB/dmesg-NAME.txt, so a job that checks
+# several trees can attribute kernel complaints to each (JobResult.ecryptfs_dmesg(NAME)).
+checkpoint() {
+    dmesg -c > "$JOB/dmesg-$1.txt"
+}

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import shlex
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 from tests.kernel.vm import JobResult
@@ -19,6 +24,11 @@ FIXTURE_NAMES = (
     "aes128-fnek-off",
 )
 MANIFEST_NONE = "-"
+ECARCHIVE_TIMEOUT = 600
+MAX_TEXT_MEMBER = 1 << 20
+# Signatures of PASSPHRASE with the default salts (kernel-oracle.md, fixtures/*.env).
+SIG = "3ab38bb4917daae6"
+FNEK_SIG = "dfe2081a9780d1ee"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +104,13 @@ def guest_snapshot(result: JobResult, name: str = "view.json") -> dict[str, Reco
         return load(f)
 
 
+def _mounts_ecryptfs(tokens: list[str]) -> bool:
+    """`mount [-i] -t ecryptfs ...` (also ecarchive's read-only ISO variant)."""
+    return any(a == "-t" and b == "ecryptfs" for a, b in itertools.pairwise(tokens))
+
+
 def mount_lines(restore_txt: str, lower: str, upper: str) -> list[str]:
-    """The `mount -t ecryptfs` lines of RESTORE.txt with only the two paths replaced.
+    """The `mount [-i] -t ecryptfs` lines of RESTORE.txt with only the two paths replaced.
 
     `lower` and `upper` are inserted as raw shell words (e.g. '"$SCRATCH/x/Private"');
     everything else (flags, the -o option string) is kept verbatim, so the test exercises
@@ -103,9 +118,11 @@ def mount_lines(restore_txt: str, lower: str, upper: str) -> list[str]:
     """
     out = []
     for line in restore_txt.splitlines():
-        if not line.strip().startswith("mount -t ecryptfs"):
+        if not line.strip().startswith("mount "):
             continue
-        tokens = shlex.split(line)
+        tokens = shlex.split(line, comments=True)
+        if not _mounts_ecryptfs(tokens):
+            continue
         positional = []
         index = 1
         while index < len(tokens):
@@ -126,8 +143,35 @@ def mount_lines(restore_txt: str, lower: str, upper: str) -> list[str]:
 
 def key_lines(restore_txt: str) -> list[str]:
     """The lines of RESTORE.txt that feed the passphrase to ecryptfs-add-passphrase."""
+    # Prose lines mention the tool too; only a command line starts with printf.
     return [
         line.strip()
         for line in restore_txt.splitlines()
-        if "ecryptfs-add-passphrase" in line and not line.lstrip().startswith("#")
+        if line.strip().startswith("printf") and "ecryptfs-add-passphrase" in line
     ]
+
+
+def run_ecarchive(*args: str, timeout: int = ECARCHIVE_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`python -m ecarchive ARGS` from this checkout, passphrase from the environment."""
+    env = {**os.environ, "ECARCHIVE_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "ecarchive", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_member(tar: Path, name: str) -> str:
+    """One small text member of a tar, read by streaming (no random access needed)."""
+    with tarfile.open(tar, mode="r|") as archive:
+        for member in archive:
+            if member.name.removeprefix("./") == name:
+                extracted = archive.extractfile(member)
+                if extracted is None:
+                    break
+                return extracted.read(MAX_TEXT_MEMBER).decode("utf-8")
+    raise AssertionError(f"{tar.name} has no {name} member")

@@ -63,9 +63,15 @@ class JobResult:
     def file(self, name: str) -> Path:
         return self.dir / name
 
-    def ecryptfs_dmesg(self) -> list[str]:
-        """Kernel lines about eCryptfs; a wrong key mounts fine and only complains here."""
-        return [line for line in self.dmesg.splitlines() if "ecryptfs" in line.lower()]
+    def ecryptfs_dmesg(self, part: str | None = None) -> list[str]:
+        """Kernel lines about eCryptfs; a wrong key mounts fine and only complains here.
+
+        `part`: the slice saved by `checkpoint PART` in the job; default the job's tail.
+        """
+        text = self.dmesg if part is None else _read(self.dir / f"dmesg-{part}.txt")
+        if part is not None and not (self.dir / f"dmesg-{part}.txt").exists():
+            raise AssertionError(f"job {self.name} never reached checkpoint {part}")
+        return [line for line in text.splitlines() if "ecryptfs" in line.lower()]
 
     def describe(self) -> str:
         return (
@@ -81,6 +87,10 @@ class Boot:
     boot_dmesg: str
     seconds: float
     accel: str
+
+    def summary(self) -> str:
+        jobs = ", ".join(f"{r.name} {r.seconds:.1f}s" for r in self.results.values())
+        return f"oracle boot ({self.accel}) {self.seconds:.1f}s: {jobs}"
 
 
 def _driver(jobs: Sequence[Job], python: str) -> str:

@@ -19,11 +19,13 @@ from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import EXIT_FATAL, EcarchiveError, PlanRejected, Reporter, UsageError
 from .keysource import FreshKeys
+from .listing import list_archive
 from .model import Entry, Plan
 from .output import Output
 from .passphrase import ENV_VAR, PassphraseSources, get_passphrase
 from .plan import PlanOptions, build_plan, read_exclude_file
 from .reader import EncryptingReader
+from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
 from .sinks.tar import write_tar
 
@@ -162,7 +164,7 @@ def _want_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (not args.quiet and sys.stderr.isatty()))
 
 
-def _progress_bar(total: int, enabled: bool) -> tqdm[Any]:
+def _progress_bar(total: int | None, enabled: bool) -> tqdm[Any]:
 
     return tqdm(
         total=total,
@@ -240,7 +242,7 @@ def _stream_tar(plan: Plan, reader: EncryptingReader, output: Output, progress: 
 
 def _counted(
     chunks: Iterator[bytes | bytearray | memoryview], bar: tqdm[Any]
-) -> Iterator[bytes | bytearray | memoryview]:  # type: ignore[no-untyped-def]
+) -> Iterator[bytes | bytearray | memoryview]:
     for chunk in chunks:
         yield chunk
         bar.update(len(chunk))
@@ -257,15 +259,20 @@ def cmd_keys(args: argparse.Namespace, reporter: Reporter) -> None:
 
 
 def cmd_restore(args: argparse.Namespace, reporter: Reporter) -> None:
-    from .restore import restore_archive
-
     passphrase = get_passphrase(_sources(args))
-    restore_archive(args.archive, args.dest, passphrase, reporter)
+    total = os.path.getsize(args.archive) if os.path.isfile(args.archive) else None
+    bar = _progress_bar(total, _want_progress(args))
+
+    def advance(n: int) -> None:
+        bar.update(n)
+
+    try:
+        restore_archive(args.archive, args.dest, passphrase, reporter, progress=advance)
+    finally:
+        bar.close()
 
 
 def cmd_list(args: argparse.Namespace, reporter: Reporter) -> None:
-    from .restore import list_archive
-
     passphrase = get_passphrase(_sources(args))
     list_archive(args.archive, passphrase, reporter)
 

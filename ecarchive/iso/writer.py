@@ -35,8 +35,17 @@ class _Counter:
         self.written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out.write(data)
-        self.written += len(data)
+        size = len(data)
+        done = self.out.write(data)
+        # Unbuffered files (FileIO on a pipe) may accept only part of a large write.
+        if done is not None and done < size:
+            view = memoryview(data)[done:]
+            while view:
+                step = self.out.write(view)
+                if not step:
+                    raise OSError(f"the output accepted no bytes at offset {self.written}")
+                view = view[step:]
+        self.written += size
 
     def expect(self, lba: int, region: str) -> None:
         if self.written != lba * SECTOR:

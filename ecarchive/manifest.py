@@ -13,7 +13,7 @@ The text, ASCII, one item per line, every line ending in '\\n':
     file-key-sig 0123456789abcdef
     fnek-sig fedcba9876543210            ("-" when names are stored in clear)
     lower-root Private
-    volume 1 of 1
+    volume 0001 of 0001                  (fixed width, so the size is known before the split)
     created 1764151200.000000000         (seconds.nanoseconds since the epoch, see tree_time_ns)
     entries 3
     f 8192 <64 hex> RESTORE.txt
@@ -61,6 +61,10 @@ NO_DATA = b"-" * DIGEST_HEX
 ABSENT = b"ABSENT".ljust(DIGEST_HEX, b"-")
 MANIFEST_MODE = 0o644
 NS_PER_S = 1_000_000_000
+# Fixed-width volume numbers: a volume's manifest size must not depend on how many volumes
+# the split ends up with, because the split itself needs that size.
+VOLUME_DIGITS = 4
+MAX_VOLUMES = 10**VOLUME_DIGITS - 1
 _PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
 
 Chunk = bytes | bytearray | memoryview
@@ -130,6 +134,8 @@ def _parse_time(text: bytes) -> int:
 
 
 def header_lines(facts: Facts, count: int) -> bytes:
+    if not 1 <= facts.volume <= facts.volumes <= MAX_VOLUMES:
+        raise ManifestError(f"volume {facts.volume} of {facts.volumes} is out of range")
     return b"".join(
         [
             MAGIC_LINE,
@@ -138,7 +144,7 @@ def header_lines(facts: Facts, count: int) -> bytes:
             b"file-key-sig %s\n" % facts.file_sig.encode(),
             b"fnek-sig %s\n" % (facts.fnek_sig or "-").encode(),
             b"lower-root %s\n" % escape(facts.lower_root),
-            b"volume %d of %d\n" % (facts.volume, facts.volumes),
+            b"volume %0*d of %0*d\n" % (VOLUME_DIGITS, facts.volume, VOLUME_DIGITS, facts.volumes),
             b"created %s\n" % _time_text(facts.created_ns),
             b"entries %d\n" % count,
         ]
@@ -225,21 +231,29 @@ def render(
     return b"".join(iter_render(entries, hashes_, facts, key))
 
 
-def manifest_entry(plan: Plan, facts: Facts) -> Entry:
-    """The manifest's own plan entry: owner and mtime of SOURCE (the lower root directory), so
+def manifest_entry(entries: Sequence[Entry], facts: Facts) -> Entry:
+    """The manifest's own entry: owner and mtime of SOURCE (the lower root directory), so
     nothing in it depends on the clock."""
-    root = next(e for e in plan.entries if e.path == plan.lower_root and e.kind is Kind.DIR)
-    size = manifest_size(plan.entries, facts)
+    root = next(
+        (e for e in entries if e.path == facts.lower_root and e.kind is Kind.DIR), entries[0]
+    )
+    size = manifest_size(entries, facts)
     return Entry(
         kind=Kind.FILE, path=MANIFEST_NAME, mode=MANIFEST_MODE, uid=root.uid, gid=root.gid,
         uname=root.uname, gname=root.gname, mtime_ns=root.mtime_ns, size=size, plain_size=size,
     )
 
 
+def append_manifest(entries: Sequence[Entry], facts: Facts) -> tuple[Entry, ...]:
+    """`entries` (one archive or one volume) with its manifest as the last entry."""
+    members = listed(entries)
+    return (*members, manifest_entry(members, facts))
+
+
 def with_manifest(plan: Plan, facts: Facts) -> Plan:
     """`plan` with the manifest appended as its last entry (written after every hash is known)."""
-    entry = manifest_entry(plan, facts)
-    return replace(plan, entries=(*listed(plan.entries), entry), data_bytes=plan.data_bytes + entry.size)
+    entries = append_manifest(plan.entries, facts)
+    return replace(plan, entries=entries, data_bytes=sum(e.size for e in entries))
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from ecarchive.manifest import (
     Facts,
     ManifestBuilder,
     ManifestError,
+    append_manifest,
     escape,
     mac_ok,
     manifest_key,
@@ -158,3 +159,19 @@ def test_size_matches_for_any_names(names: list[bytes], sizes: list[int], create
     m = parse(data)
     assert m.facts == facts and [line.path for line in m.lines] == [e.path for e in entries]
     assert all(unescape(escape(n)) == n for n in names)
+
+
+def test_volume_numbers_do_not_change_the_size() -> None:
+    one = Facts("aes", 16, KEY.sig_hex, None, b"Private", 0, 1, 1)
+    many = Facts("aes", 16, KEY.sig_hex, None, b"Private", 0, 17, 300)
+    assert manifest_size(ENTRIES, one) == manifest_size(ENTRIES, many)
+    assert parse(render(ENTRIES, HASHES, many, KEY)).facts == many
+    with pytest.raises(ManifestError):
+        manifest_size(ENTRIES, Facts("aes", 16, KEY.sig_hex, None, b"Private", 0, 3, 2))
+
+
+def test_append_manifest_to_a_volume() -> None:
+    volume = append_manifest(ENTRIES[:3], FACTS)
+    assert [e.path for e in volume] == [e.path for e in ENTRIES[:3]] + [MANIFEST_NAME]
+    assert volume[-1].mtime_ns == 99 and volume[-1].size == manifest_size(ENTRIES[:3], FACTS)
+    assert append_manifest(volume, FACTS) == volume  # idempotent: the old manifest is replaced

@@ -54,35 +54,60 @@ class CeAllocator:
 
     def place(self, entries: list[bytes]) -> bytes:
         """Store `entries` as a continuation and return the CE entry that points at it."""
-        total = sum(len(e) for e in entries)
-        if self._used + total > SECTOR:
-            self._next_block()
-        areas = self._partition(entries)
-        if len(areas) > MAX_HOPS:
-            raise ContinuationTooLong(f"needs {len(areas)} continuation areas (max {MAX_HOPS})")
-        lengths = [sum(len(e) for e in area) for area in areas]
-        lengths = [n + CE_LEN if i < len(areas) - 1 else n for i, n in enumerate(lengths)]
+        sizes = [len(e) for e in entries]
+        counts = self._open_areas(sizes)
+        lengths = _area_lengths(sizes, counts)
         first = ce(self.base_lba + self._block, self._used, lengths[0])
-        for index, area in enumerate(areas):
+        position = 0
+        for index, count in enumerate(counts):
             if index > 0:
                 self._next_block()
-            data = b"".join(area)
-            if index < len(areas) - 1:
+            data = b"".join(entries[position : position + count])
+            position += count
+            if index < len(counts) - 1:
                 data += ce(self.base_lba + self._block + 1, 0, lengths[index + 1])
             self._buffer += data
             self._used += len(data)
         return first
 
-    def _partition(self, entries: list[bytes]) -> list[list[bytes]]:
-        """Split entries into areas: the first starts at the current offset, later ones at 0."""
-        areas: list[list[bytes]] = [[]]
+    def reserve(self, sizes: list[int]) -> None:
+        """Advance exactly as `place` would for entries of these sizes (planning only)."""
+        counts = self._open_areas(sizes)
+        for index, length in enumerate(_area_lengths(sizes, counts)):
+            if index > 0:
+                self._next_block()
+            self._used += length
+
+    def _open_areas(self, sizes: list[int]) -> list[int]:
+        """Start a fresh block if the continuation does not fit; entries per area."""
+        if self._used + sum(sizes) > SECTOR:
+            self._next_block()
+        counts = self._partition(sizes)
+        if len(counts) > MAX_HOPS:
+            raise ContinuationTooLong(f"needs {len(counts)} continuation areas (max {MAX_HOPS})")
+        return counts
+
+    def _partition(self, sizes: list[int]) -> list[int]:
+        """Entries per area: the first area starts at the current offset, later ones at 0."""
+        counts = [0]
         used = self._used
-        remaining = sum(len(e) for e in entries)
-        for entry in entries:
-            if used + remaining > SECTOR and used + len(entry) + CE_LEN > SECTOR:
-                areas.append([])
+        remaining = sum(sizes)
+        for size in sizes:
+            if used + remaining > SECTOR and used + size + CE_LEN > SECTOR:
+                counts.append(0)
                 used = 0
-            areas[-1].append(entry)
-            used += len(entry)
-            remaining -= len(entry)
-        return areas
+            counts[-1] += 1
+            used += size
+            remaining -= size
+        return counts
+
+
+def _area_lengths(sizes: list[int], counts: list[int]) -> list[int]:
+    """Bytes of each area, including the CE entry that ends every area but the last."""
+    lengths = []
+    position = 0
+    for index, count in enumerate(counts):
+        length = sum(sizes[position : position + count])
+        position += count
+        lengths.append(length + CE_LEN if index < len(counts) - 1 else length)
+    return lengths

@@ -19,7 +19,7 @@ from ..model import Entry, Kind
 from .continuation import CeAllocator, ContinuationTooLong
 from .encode import D_CHARACTERS, NS_PER_SECOND, SECTOR, Y2038_SECONDS, date7_in_range
 from .errors import IsoLabelError, IsoPlanError
-from .records import SECTIONS_MAX, directory_records, pack_directory, sections
+from .records import SECTIONS_MAX, ShapeCache, measure_directory, sections
 from .tree import Node, build_tree
 
 SYSTEM_AREA_BLOCKS = 16
@@ -127,10 +127,11 @@ def plan_iso(entries: Iterable[Entry], *, volume_label: str, volume_time_ns: int
     # Record lengths do not depend on block numbers, so placeholder numbers measure them.
     lba = directory_lba
     continuation_blocks = 0
+    shapes: ShapeCache = {}
     try:
         for d in directories:
             ce = CeAllocator(base_lba=0)
-            d.size = pack_directory(directory_records(d, ce, zero_lba=0))
+            d.size = measure_directory(d, ce, shapes)
             d.ce_blocks = ce.blocks
             d.lba = lba
             lba += d.size // SECTOR + d.ce_blocks

@@ -7,12 +7,14 @@ not change any length) and when the image is written, so sizes cannot drift apar
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import Protocol
 
 from ..model import Kind
 from .continuation import CeAllocator
 from .encode import SECTOR, both16, both32, date7
 from .errors import IsoInternalError
+from .rrip import ce as ce_entry
 from .rrip import er as er_entry
 from .rrip import pn, px, sl_entries, sp, split_system_use, tf
 from .tree import Node
@@ -81,8 +83,12 @@ def _px(node: Node) -> bytes:
     return px(node.mode, node.nlink, e.uid, e.gid, node.serial)
 
 
+class Placer(Protocol):
+    def place(self, entries: list[bytes]) -> bytes: ...
+
+
 def _system_use(
-    head: list[bytes], name: bytes, tail: list[bytes], ident: bytes, ce: CeAllocator
+    head: list[bytes], name: bytes, tail: list[bytes], ident: bytes, ce: Placer
 ) -> bytes:
     inline, rest = split_system_use(head, name, tail, capacity(ident))
     if rest:
@@ -90,7 +96,7 @@ def _system_use(
     return b"".join(inline)
 
 
-def _dot_records(directory: Node, ce: CeAllocator) -> Iterator[bytes]:
+def _dot_records(directory: Node, ce: Placer) -> Iterator[bytes]:
     e = directory.entry
     head = [_px(directory), tf(e.mtime_ns)]
     tail: list[bytes] = []
@@ -105,7 +111,7 @@ def _dot_records(directory: Node, ce: CeAllocator) -> Iterator[bytes]:
     yield record(parent.lba, parent.size, pe.mtime_ns, FLAG_DIRECTORY, DOTDOT, su)
 
 
-def _child_records(child: Node, ce: CeAllocator, zero_lba: int) -> Iterator[bytes]:
+def _child_records(child: Node, ce: Placer, zero_lba: int) -> Iterator[bytes]:
     e = child.entry
     head = [_px(child), tf(e.mtime_ns)]
     tail: list[bytes] = []
@@ -168,3 +174,73 @@ def pack_directory(
     if emit is not None:
         emit(bytes(buffer) + bytes(SECTOR - len(buffer)))
     return (blocks + 1) * SECTOR
+
+
+def packed_size(lengths: Iterator[int]) -> int:
+    """What `pack_directory` returns for records of these lengths."""
+    blocks = 0
+    used = 0
+    for length in lengths:
+        if used + length > SECTOR:
+            blocks += 1
+            used = 0
+        used += length
+    return (blocks + 1) * SECTOR
+
+
+# --- planning without building every record --------------------------------------------------
+
+# Per record of a child: its length and the sizes of its continuation entries, if any.
+Shape = tuple[tuple[int, list[int] | None], ...]
+ShapeCache = dict[Hashable, Shape]
+
+
+class _Recorder:
+    """Stands in for the allocator while one child's records are built to learn their shape."""
+
+    def __init__(self) -> None:
+        self.placed: list[list[int]] = []
+
+    def place(self, entries: list[bytes]) -> bytes:
+        self.placed.append([len(e) for e in entries])
+        return ce_entry(0, 0, 0)
+
+
+def _shape_key(child: Node) -> Hashable:
+    """Everything the lengths of a child's records depend on (not its numbers or times)."""
+    e = child.entry
+    size = child.data_size
+    sections_count = len(sections(size)) if size else 0
+    target = e.link_target if e.kind is Kind.SYMLINK else b""
+    return (e.kind, len(child.iso_id), len(child.name), sections_count, target)
+
+
+def _child_shape(child: Node, cache: ShapeCache) -> Shape:
+    key = _shape_key(child)
+    shape = cache.get(key)
+    if shape is None:
+        recorder = _Recorder()
+        out = []
+        for rec in _child_records(child, recorder, 0):
+            out.append((len(rec), recorder.placed.pop() if recorder.placed else None))
+        shape = cache[key] = tuple(out)
+    return shape
+
+
+def measure_directory(directory: Node, ce: CeAllocator, cache: ShapeCache) -> int:
+    """The size `pack_directory(directory_records(...))` gives, advancing `ce` alike.
+
+    Children with the same shape (most files of a tree) are built once, which makes planning
+    several times faster; the writer checks every directory against this measurement.
+    """
+
+    def lengths() -> Iterator[int]:
+        for rec in _dot_records(directory, ce):
+            yield len(rec)
+        for child in directory.children:
+            for length, continuation in _child_shape(child, cache):
+                if continuation is not None:
+                    ce.reserve(continuation)
+                yield length
+
+    return packed_size(lengths())

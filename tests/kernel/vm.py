@@ -42,7 +42,12 @@ class VmError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One shell snippet to run in the guest (see guest_lib.sh for its environment)."""
+    """One shell snippet to run in the guest (see guest_lib.sh for its environment).
+
+    The guest sees the host root read-only, but with its own tmpfs on /tmp: host files under
+    /tmp (pytest's tmp_path) are invisible there, so pass them as `inputs` (name -> file or
+    directory, copied into $JOB). `images` become read-only virtio disks $IMAGE0, $IMAGE1...
+    """
 
     name: str
     script: str
@@ -193,6 +198,18 @@ def _make_scratch(path: Path) -> None:
         raise VmUnavailable(f"mkfs.ext4 failed: {done.stderr}")
 
 
+def _copy_input(src: Path, dst: Path) -> None:
+    """Files are copied; directories with `cp -a` (hard links, fifos, modes, times)."""
+    if not src.is_dir():
+        shutil.copyfile(src, dst)
+        return
+    done = subprocess.run(
+        ["cp", "-a", "--", str(src), str(dst)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise VmError(f"cannot copy {src} to the job share: {done.stderr}")
+
+
 def _elapsed(jdir: Path) -> float:
     try:
         return float(_read(jdir / "ended")) - float(_read(jdir / "started"))
@@ -229,7 +246,7 @@ def run_jobs(
         jdir.mkdir(parents=True)
         (jdir / "script.sh").write_text(job.script)
         for name, src in job.inputs.items():
-            shutil.copyfile(src, jdir / name)
+            _copy_input(src, jdir / name)
         disks += [(img, True) for img in job.images]
     (share / "driver.sh").write_text(_driver(jobs, python or sys.executable))
 

@@ -1,7 +1,9 @@
 """Directory records (ECMA-119 9.1) with their Rock Ridge entries.
 
-The same functions run when the layout is planned (with placeholder block numbers, which do
-not change any length) and when the image is written, so sizes cannot drift apart.
+The same functions build the records when the layout is planned and when the image is
+written, so sizes cannot drift apart: planning builds one child of each shape (kind, name and
+identifier lengths, sections, target) with placeholder block numbers, which change no length,
+and the writer checks each directory and its continuation blocks against the plan.
 """
 
 from __future__ import annotations

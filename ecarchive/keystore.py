@@ -10,8 +10,9 @@
 Stored material is reused only when it still belongs to this archive's keys: its tag 3/11 packet
 pair names the current passphrase's signature, its cipher and key size are the requested ones,
 and the packets are byte for byte what our header writer makes of the unwrapped FEK (so a header
-built from them is one the kernel accepts). With `rotate_on_change`, material stored when the
-file had another size or mtime is replaced too.
+built from them is one the kernel accepts). Material already used by another file of this run
+(an xattr copied by `cp -a` or `rsync -X`) is replaced, so no two files share a key. With
+`rotate_on_change`, material stored when the file had another size or mtime is replaced too.
 
 Fresh material is written back to the xattr; where that fails (read-only mount, a file system
 without user xattrs, no write permission) it goes to the key store, and without a key store the
@@ -125,6 +126,14 @@ def write_xattr(path: bytes, blob: bytes) -> OSError | None:
     return None
 
 
+def _inode(path: bytes) -> tuple[int, int]:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return (0, 0)  # vanished: the reader reports it; nothing to match
+    return (st.st_dev, st.st_ino)
+
+
 class KeyStoreError(Exception):
     """The key store file cannot be opened or is not an ecarchive key store."""
 
@@ -222,6 +231,9 @@ class StableKeys:
         self.rotate_on_change = rotate_on_change
         self.stats = KeyStats()
         self._fresh = FreshKeys(key, key_bytes)
+        # Packets handed out in this run: `cp -a` and `rsync -X` copy the xattr, and two files
+        # must never share a FEK (equal blocks at equal offsets would show).
+        self._used: dict[bytes, tuple[int, int]] = {}  # packets -> (st_dev, st_ino)
         self._store: KeyStore | None = None
         if store_path is not None:
             try:
@@ -231,21 +243,25 @@ class StableKeys:
 
     def material(self, entry: Entry) -> KeyMaterial:
         assert entry.source is not None, "only FILE entries read from SOURCE have key material"
-        found = self._reuse(read_xattr(entry.source), entry)
+        inode = _inode(entry.source)
+        found = self._reuse(read_xattr(entry.source), entry, inode)
         if found is not None:
             self.stats.reused += 1
+            self._used[found.packets] = inode
             return found
-        ino = self._ino(entry)
+        ino = inode[1]
         blob = self._store_lookup(entry, ino)
-        found = self._reuse(blob, entry)
+        found = self._reuse(blob, entry, inode)
         if found is not None:
             # Moves the key next to the file now that it is writable, else refreshes the row.
             assert blob is not None
             if write_xattr(entry.source, blob) is not None:
                 self._store_put(entry, ino, blob)
             self.stats.reused += 1
+            self._used[found.packets] = inode
             return found
         fresh = self._fresh.material(entry)
+        self._used[fresh.packets] = inode
         self.stats.fresh += 1
         blob = pack_material(
             StoredMaterial(
@@ -261,7 +277,9 @@ class StableKeys:
             self.stats.unstable.append(entry.rel)
         return fresh
 
-    def _reuse(self, blob: bytes | None, entry: Entry) -> KeyMaterial | None:
+    def _reuse(
+        self, blob: bytes | None, entry: Entry, inode: tuple[int, int]
+    ) -> KeyMaterial | None:
         if blob is None:
             return None
         try:
@@ -272,16 +290,9 @@ class StableKeys:
             stored.plain_size != entry.plain_size or stored.mtime_ns != entry.mtime_ns
         ):
             return None
+        if self._used.get(stored.packets, inode) != inode:
+            return None
         return usable_material(stored, self.key, self.key_bytes)
-
-    def _ino(self, entry: Entry) -> int:
-        assert entry.source is not None
-        if self._store is None:
-            return 0
-        try:
-            return os.lstat(entry.source).st_ino
-        except OSError:
-            return 0
 
     def _store_lookup(self, entry: Entry, ino: int) -> bytes | None:
         if self._store is None:

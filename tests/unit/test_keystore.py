@@ -230,3 +230,19 @@ def test_unusable_key_store_only_warns(tmp_path: Path, key: KeyringKey) -> None:
     src.material(entry_for(f))
     src.close()
     assert "key store" in stream.getvalue()
+
+
+def test_copied_xattr_does_not_share_a_key(tmp_path: Path, key: KeyringKey) -> None:
+    """`cp -a` copies user xattrs: the copy must get its own key, and keep it afterwards."""
+    original = tmp_path / "a"
+    original.write_bytes(b"same content")
+    reporter, _ = quiet()
+    first = StableKeys(key, 16, reporter).material(entry_for(original))
+    subprocess.run(["cp", "-a", str(original), str(tmp_path / "b")], check=True)
+    assert xattr.getxattr(str(tmp_path / "b"), XATTR_NAME) == xattr.getxattr(str(original), XATTR_NAME)
+    src = StableKeys(key, 16, reporter)
+    a_run1, b_run1 = src.material(entry_for(original)), src.material(entry_for(tmp_path / "b"))
+    assert a_run1 == first and b_run1.fek != first.fek
+    src = StableKeys(key, 16, reporter)
+    assert src.material(entry_for(original)) == a_run1
+    assert src.material(entry_for(tmp_path / "b")) == b_run1

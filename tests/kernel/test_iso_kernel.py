@@ -79,7 +79,8 @@ def _isofs_times(records: dict[str, Record], release: str) -> dict[str, Record]:
 def _no_isofs_complaints(dmesg: str) -> list[str]:
     """Rock Ridge or isofs errors; the RRIP_1991A greeting is fine."""
     return [
-        line for line in dmesg.splitlines()
+        line
+        for line in dmesg.splitlines()
         if ("rock" in line.lower() or "isofs" in line.lower() or "iso9660" in line.lower())
         and "RRIP_1991A" not in line
     ]
@@ -107,8 +108,13 @@ def _ecarchive_lower(work: Path, source: Path) -> tuple[Path, bytes]:
     """ecarchive's lower tree for `source`, via its tar (extracted on the host)."""
     tar = work / "lower.tar"
     env = dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE)
-    subprocess.run([sys.executable, "-m", "ecarchive", "create", str(source), "-o", str(tar)],
-                   check=True, env=env, cwd=REPO, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ecarchive", "create", str(source), "-o", str(tar)],
+        check=True,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+    )
     out = work / "lower"
     out.mkdir()
     subprocess.run(["tar", "-xpf", str(tar), "-C", str(out), "--numeric-owner"], check=True)
@@ -126,8 +132,9 @@ def _mount_ecryptfs_lines(restore: str, lower: str, upper: str) -> list[str]:
             continue
         options = tokens[tokens.index("-o") + 1]
         flags = [t for t in tokens[1:] if t == "-i"]
-        out.append(" ".join(["mount", *flags, "-t", "ecryptfs", lower, upper, "-o",
-                             shlex.quote(options)]))
+        out.append(
+            " ".join(["mount", *flags, "-t", "ecryptfs", lower, upper, "-o", shlex.quote(options)])
+        )
     assert out, f"no eCryptfs mount line in RESTORE.txt:\n{restore}"
     return out
 
@@ -135,9 +142,12 @@ def _mount_ecryptfs_lines(restore: str, lower: str, upper: str) -> list[str]:
 def _ecryptfs_script(restore: str, lower: str, *, read_only: bool) -> str:
     lines = [f"PASSPHRASE={shlex.quote(PASSPHRASE)}", *key_lines(restore)]
     for line in _mount_ecryptfs_lines(restore, lower, '"$TMPD/plain"'):
-        lines.append("mkdir -p \"$TMPD/plain\"")
-        lines.append(line.replace(" -o ", " -o ro,", 1) if read_only and ",ro" not in line
-                     and "-o ro" not in line else line)
+        lines.append('mkdir -p "$TMPD/plain"')
+        lines.append(
+            line.replace(" -o ", " -o ro,", 1)
+            if read_only and ",ro" not in line and "-o ro" not in line
+            else line
+        )
     lines += ['walk "$TMPD/plain" "$JOB/view.json"', 'umount "$TMPD/plain"']
     return "\n".join(lines) + "\n"
 
@@ -155,9 +165,8 @@ def _ecryptfs_cases(work: Path) -> tuple[list[Job], Path]:
     image = work / "ecryptfs.iso"
     build_iso(plan_from_tree(lower, restore_bytes), image)
     mounted = _mount_iso() + _ecryptfs_script(restore, '"$TMPD/iso/Private"', read_only=True)
-    extracted = (
-        'mkdir -p "$SCRATCH/x"\nbsdtar -xpf "$IMAGE0" -C "$SCRATCH/x"\n'
-        + _ecryptfs_script(restore, '"$SCRATCH/x/Private"', read_only=False)
+    extracted = 'mkdir -p "$SCRATCH/x"\nbsdtar -xpf "$IMAGE0" -C "$SCRATCH/x"\n' + _ecryptfs_script(
+        restore, '"$SCRATCH/x/Private"', read_only=False
     )
     jobs = [
         Job("iso-ecryptfs", mounted, images=[image], timeout=600),
@@ -214,8 +223,18 @@ def _multi_extent_case(work: Path) -> Job:
     entries = [
         Entry(Kind.DIR, b"Private", 0o700, 0, 0, "", "", VOLUME_TIME_NS),
         Entry(Kind.FILE, b"Private/big", 0o600, 0, 0, "", "", VOLUME_TIME_NS, size=BIG_SIZE),
-        Entry(Kind.FILE, b"Private/after", 0o600, 0, 0, "", "", VOLUME_TIME_NS, size=6,
-              data=b"after\n"),
+        Entry(
+            Kind.FILE,
+            b"Private/after",
+            0o600,
+            0,
+            0,
+            "",
+            "",
+            VOLUME_TIME_NS,
+            size=6,
+            data=b"after\n",
+        ),
     ]
     layout = plan_iso(entries, volume_label="BIG", volume_time_ns=VOLUME_TIME_NS)
     image = work / "big.iso"

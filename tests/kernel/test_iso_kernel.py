@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import subprocess
@@ -208,7 +207,7 @@ class _SparseFile:
         self.f = path.open("wb")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        if len(data) == len(ZERO_CHUNK[: len(data)]) and data == ZERO_CHUNK[: len(data)]:
+        if len(data) <= len(ZERO_CHUNK) and data == ZERO_CHUNK[: len(data)]:
             self.f.seek(len(data), os.SEEK_CUR)
         else:
             self.f.write(data)
@@ -309,4 +308,3 @@ def test_kernel_reads_multi_extent_file(
     assert result.file("after").read_bytes() == b"after\n"
     assert result.file("names").read_text().split() == ["after", "big"]  # listed once
     assert _no_isofs_complaints(result.dmesg) == []
-    json.dumps({"guest_seconds": result.seconds})

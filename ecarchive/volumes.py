@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+from .errors import EcarchiveError
 from .model import Entry, Kind
 
 # Usable capacities in bytes (sectors of 2048 bytes as the drives report them).
@@ -29,7 +30,7 @@ MEDIA: dict[str, int] = {
 SizeOf = Callable[[list[Entry]], int]
 
 
-class VolumeError(Exception):
+class VolumeError(EcarchiveError):
     """The plan cannot be split into volumes of the requested capacity."""
 
 
@@ -41,7 +42,8 @@ class FileTooLargeForVolume(VolumeError):
         shown = (entry.rel or entry.path).decode(errors="replace")
         super().__init__(
             f"{shown}: needs a volume of at least {needed} bytes, but a volume holds "
-            f"{capacity} bytes; files are never split across volumes (choose larger media)"
+            f"{capacity} bytes; files are never split across volumes",
+            hint="choose larger media (--media) or --exclude the file; nothing was written",
         )
 
 

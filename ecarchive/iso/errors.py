@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import EcarchiveError
+
 MAX_LISTED_PROBLEMS = 10
 
 
-class IsoError(Exception):
-    """Base class of every ISO writer error."""
+class IsoError(EcarchiveError):
+    """Base class of every ISO writer error (fatal, exit status 2)."""
 
 
 class IsoPlanError(IsoError):
@@ -24,7 +26,8 @@ class IsoPlanError(IsoError):
         more = len(self.problems) - MAX_LISTED_PROBLEMS
         tail = f"\n  ... and {more} more" if more > 0 else ""
         super().__init__(
-            f"cannot lay out the ISO image ({len(self.problems)} problem(s)):\n  {shown}{tail}"
+            f"cannot lay out the ISO image ({len(self.problems)} problem(s)):\n  {shown}{tail}",
+            hint="nothing was written; --exclude these paths or use --format tar",
         )
 
 

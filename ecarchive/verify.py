@@ -22,6 +22,7 @@ its last member, so all comparisons with it happen at the end, from a table of w
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import stat
@@ -65,7 +66,7 @@ class Member:
     size: int
     target: bytes = b""  # SYMLINK: stored target; HARDLINK: archive path of the file
     group: object = None  # hard-link identity: an inode for directories, else the path
-    chunks: Iterator[bytes] | None = None  # FILE data; consume before the next member
+    chunks: Iterator[bytes | memoryview] | None = None  # FILE data; consume before the next member
 
 
 # --- reading members ----------------------------------------------------------------------------
@@ -75,7 +76,16 @@ def _normal(raw: bytes) -> bytes:
     return b"/".join(p for p in raw.split(b"/") if p and p != b".")
 
 
+def _archive_blocks(archive_p: Any, buf: Any) -> Iterator[memoryview]:
+    """A member's data in views of one reused buffer (libarchive-c's get_blocks allocates a
+    fresh buffer per member and copies every block)."""
+    view = memoryview(buf).cast("B")
+    while n := ffi.read_data(archive_p, buf, len(view)):
+        yield view[:n]
+
+
 def _archive_members(archive: Any) -> Iterator[Member]:
+    buf = ctypes.create_string_buffer(CHUNK)
     for entry in archive:
         e = entry._entry_p
         path = _normal(ffi.entry_pathname(e) or os.fsencode(entry.pathname))
@@ -93,7 +103,7 @@ def _archive_members(archive: Any) -> Iterator[Member]:
             member.target = ffi.entry_symlink(e) or os.fsencode(entry.linkpath or "")
             member.size = len(member.target)
         elif kind is Kind.FILE:
-            member.chunks = iter(entry.get_blocks(CHUNK))
+            member.chunks = _archive_blocks(archive._pointer, buf)
         yield member
 
 
@@ -173,7 +183,7 @@ def open_members(source: str, reporter: Reporter) -> Iterator[Iterator[Member]]:
 class _HashingReader:
     """A DataReader over a chunk iterator that hashes every byte handed out."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
         self._chunks = chunks
         self._pending = memoryview(b"")
         self.sha = hashlib.sha256()

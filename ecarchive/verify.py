@@ -542,7 +542,7 @@ def verify_archive(
             for m in members:
                 verifier.member(m)
         except ArchiveError as e:
-            verifier.problem(b"", f"archive unreadable from here on: {e.msg}")
+            verifier.problem(os.fsencode(source), f"unreadable from here on: {e.msg}")
     manifest = verifier.check_manifest()
     if verifier.against is not None:
         verifier.source_leftovers()

@@ -240,3 +240,13 @@ def test_missing_manifest(copy: Path, tmp_path: Path) -> None:
     gnu_tar("-cf", str(copy), "-C", str(x), "RESTORE.txt", "Private")
     rc, out = verify(copy, secret=False)
     assert rc == 1 and problems(out) == [f"{MANIFEST}: missing: nothing to check the archive against"]
+
+
+def test_truncated_archive(copy: Path) -> None:
+    """A short download or a bad burn: verify says where reading stopped, and fails."""
+    with copy.open("r+b") as f:
+        f.truncate(copy.stat().st_size // 2)
+    rc, out = verify(copy, secret=False)
+    found = problems(out)
+    assert rc == 1 and found[0].startswith(f"{copy}: unreadable from here on")
+    assert found[-1] == f"{MANIFEST}: missing: nothing to check the archive against"

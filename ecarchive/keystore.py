@@ -69,8 +69,14 @@ class StoredMaterial:
 
 def pack_material(stored: StoredMaterial) -> bytes:
     fixed = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, stored.key_bytes, stored.cipher_code, stored.marker,
-        stored.plain_size, stored.mtime_ns, len(stored.packets),
+        MAGIC,
+        FORMAT_VERSION,
+        stored.key_bytes,
+        stored.cipher_code,
+        stored.marker,
+        stored.plain_size,
+        stored.mtime_ns,
+        len(stored.packets),
     )
     return fixed + stored.packets
 
@@ -173,10 +179,14 @@ class KeyStore:
     def lookup(self, rel: bytes, ino: int, size: int, mtime_ns: int) -> bytes | None:
         queries = (
             ("SELECT material FROM ecarchive_keys WHERE path = ? AND ino = ?", (rel, ino)),
-            ("SELECT material FROM ecarchive_keys WHERE ino = ? AND size = ? AND mtime_ns = ?",
-             (ino, size, mtime_ns)),
-            ("SELECT material FROM ecarchive_keys WHERE path = ? AND size = ? AND mtime_ns = ?",
-             (rel, size, mtime_ns)),
+            (
+                "SELECT material FROM ecarchive_keys WHERE ino = ? AND size = ? AND mtime_ns = ?",
+                (ino, size, mtime_ns),
+            ),
+            (
+                "SELECT material FROM ecarchive_keys WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (rel, size, mtime_ns),
+            ),
         )
         try:
             for sql, args in queries:
@@ -190,10 +200,15 @@ class KeyStore:
     def put(self, rel: bytes, ino: int, size: int, mtime_ns: int, blob: bytes) -> None:
         try:
             # A renamed file leaves a row under its old name; that row now describes nothing.
-            self._db.execute("DELETE FROM ecarchive_keys WHERE ino = ? AND path != ? AND size = ? "
-                             "AND mtime_ns = ?", (ino, rel, size, mtime_ns))
-            self._db.execute("INSERT OR REPLACE INTO ecarchive_keys VALUES (?, ?, ?, ?, ?)",
-                             (rel, ino, size, mtime_ns, blob))
+            self._db.execute(
+                "DELETE FROM ecarchive_keys WHERE ino = ? AND path != ? AND size = ? "
+                "AND mtime_ns = ?",
+                (ino, rel, size, mtime_ns),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO ecarchive_keys VALUES (?, ?, ?, ?, ?)",
+                (rel, ino, size, mtime_ns, blob),
+            )
         except sqlite3.Error as e:
             raise KeyStoreError(f"key store {self.path}: {e}") from e
 

@@ -239,8 +239,16 @@ def manifest_entry(entries: Sequence[Entry], facts: Facts) -> Entry:
     )
     size = manifest_size(entries, facts)
     return Entry(
-        kind=Kind.FILE, path=MANIFEST_NAME, mode=MANIFEST_MODE, uid=root.uid, gid=root.gid,
-        uname=root.uname, gname=root.gname, mtime_ns=root.mtime_ns, size=size, plain_size=size,
+        kind=Kind.FILE,
+        path=MANIFEST_NAME,
+        mode=MANIFEST_MODE,
+        uid=root.uid,
+        gid=root.gid,
+        uname=root.uname,
+        gname=root.gname,
+        mtime_ns=root.mtime_ns,
+        size=size,
+        plain_size=size,
     )
 
 
@@ -319,8 +327,16 @@ class Manifest:
 
 
 _KINDS = {k.value.encode(): k for k in Kind}
-_FACT_KEYS = (b"cipher", b"key-bytes", b"file-key-sig", b"fnek-sig", b"lower-root", b"volume",
-              b"created", b"entries")
+_FACT_KEYS = (
+    b"cipher",
+    b"key-bytes",
+    b"file-key-sig",
+    b"fnek-sig",
+    b"lower-root",
+    b"volume",
+    b"created",
+    b"entries",
+)
 
 
 def _parse_line(number: int, raw: bytes) -> Line:
@@ -341,8 +357,13 @@ def _parse_line(number: int, raw: bytes) -> Line:
         if len(digest) * 2 != DIGEST_HEX:
             raise ManifestError(f"manifest line {number} has a bad digest")
     return Line(
-        number=number, kind=kind, size=int(parts[1]), digest=digest, absent=absent,
-        path=unescape(parts[3]), target=unescape(parts[4]) if len(parts) == 5 else b"",
+        number=number,
+        kind=kind,
+        size=int(parts[1]),
+        digest=digest,
+        absent=absent,
+        path=unescape(parts[3]),
+        target=unescape(parts[4]) if len(parts) == 5 else b"",
     )
 
 
@@ -411,8 +432,12 @@ def parse(data: bytes) -> Manifest:
     if declared != len(lines) + malformed:
         problems.append(f"manifest says {declared} entries but lists {len(lines)}")
     return Manifest(
-        facts=facts, lines=tuple(lines), declared_entries=declared, mac=mac,
-        signed=data[:signed_end], problems=tuple(problems),
+        facts=facts,
+        lines=tuple(lines),
+        declared_entries=declared,
+        mac=mac,
+        signed=data[:signed_end],
+        problems=tuple(problems),
     )
 
 

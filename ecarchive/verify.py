@@ -119,7 +119,9 @@ def _file_blocks(path: bytes) -> Iterator[bytes]:
 def _dir_members(root: bytes, reporter: Reporter) -> Iterator[Member]:
     """Sorted by name bytes, parents first, like the plan; the first name of an inode is FILE."""
     seen: dict[tuple[int, int], bytes] = {}
-    stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = [(b"", iter(_children(root, reporter)))]
+    stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = [
+        (b"", iter(_children(root, reporter)))
+    ]
     while stack:
         rel_dir, children = stack[-1]
         child = next(children, None)
@@ -169,8 +171,11 @@ def open_members(source: str, reporter: Reporter) -> Iterator[Iterator[Member]]:
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
     try:
-        reader = libarchive.fd_reader(0, block_size=CHUNK) if source == STDIN else (
-            libarchive.file_reader(source, block_size=CHUNK))
+        reader = (
+            libarchive.fd_reader(0, block_size=CHUNK)
+            if source == STDIN
+            else (libarchive.file_reader(source, block_size=CHUNK))
+        )
         with reader as archive:
             yield _archive_members(archive)
     except ArchiveError as e:
@@ -357,8 +362,11 @@ class Verifier:
         key = self.keys.file_key_of(page[:got])
         expected = key.metadata_size + extent_count(key.plain_size) * EXTENT_SIZE
         if m.size != expected:
-            self.problem(m.path, f"lower size is {m.size} bytes; its header's plaintext size "
-                                 f"{key.plain_size} needs {expected}")
+            self.problem(
+                m.path,
+                f"lower size is {m.size} bytes; its header's plaintext size "
+                f"{key.plain_size} needs {expected}",
+            )
         if self.against is None:
             return
         skip = key.metadata_size - got
@@ -417,7 +425,10 @@ class Verifier:
         kind = _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode))
         wanted = Kind.FILE if m.kind is Kind.HARDLINK else m.kind
         if kind is not wanted:
-            self.problem(m.path, f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}")
+            self.problem(
+                m.path,
+                f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}",
+            )
             return
         assert self.keys is not None and self.against is not None
         if m.kind is Kind.SYMLINK:
@@ -429,7 +440,9 @@ class Verifier:
                 self.problem(m.path, "symlink target differs from SOURCE")
         elif m.kind is Kind.HARDLINK:
             first = self.plain_path(m.target)
-            if first is not None and not os.path.samestat(st, os.lstat(os.path.join(self.against, first))):
+            if first is not None and not os.path.samestat(
+                st, os.lstat(os.path.join(self.against, first))
+            ):
                 self.problem(m.path, f"SOURCE has no hard link to {escape_path(first)}")
 
     def source_leftovers(self) -> None:
@@ -438,8 +451,9 @@ class Verifier:
         stack = [b""]
         while stack:
             rel_dir = stack.pop()
-            for child in _children(os.path.join(self.against, rel_dir) if rel_dir else self.against,
-                                   self.reporter):
+            for child in _children(
+                os.path.join(self.against, rel_dir) if rel_dir else self.against, self.reporter
+            ):
                 rel = rel_dir + b"/" + child.name if rel_dir else child.name
                 with contextlib.suppress(OSError):
                     if stat.S_ISSOCK(child.stat(follow_symlinks=False).st_mode):
@@ -467,13 +481,20 @@ class Verifier:
         if self.keys is not None:
             sig = self.keys.file_key.sig_hex
             if manifest.facts.file_sig != sig:
-                self.problem(MANIFEST_NAME, f"written for key {manifest.facts.file_sig}, the "
-                                            f"passphrase gives {sig}")
+                self.problem(
+                    MANIFEST_NAME,
+                    f"written for key {manifest.facts.file_sig}, the passphrase gives {sig}",
+                )
             if not mac_ok(manifest, self.keys.file_key):
-                self.problem(MANIFEST_NAME, "HMAC does not verify: the manifest was altered "
-                                            "(or written with another passphrase)")
+                self.problem(
+                    MANIFEST_NAME,
+                    "HMAC does not verify: the manifest was altered "
+                    "(or written with another passphrase)",
+                )
         if self.lower_root is not None and manifest.facts.lower_root != self.lower_root:
-            self.problem(MANIFEST_NAME, f"names lower directory {escape_path(manifest.facts.lower_root)}")
+            self.problem(
+                MANIFEST_NAME, f"names lower directory {escape_path(manifest.facts.lower_root)}"
+            )
         listed: set[bytes] = set()
         for line in manifest.lines:
             listed.add(line.path)
@@ -498,9 +519,13 @@ class Verifier:
             self.problem(line.path, f"{line.kind.name.lower()} listed in the manifest is missing")
             return
         want_file = line.kind in _FILE_KINDS
-        if (seen.kind in _FILE_KINDS) != want_file or (not want_file and seen.kind is not line.kind):
-            self.problem(line.path, f"is {seen.kind.name.lower()}, the manifest says "
-                                    f"{line.kind.name.lower()}")
+        if (seen.kind in _FILE_KINDS) != want_file or (
+            not want_file and seen.kind is not line.kind
+        ):
+            self.problem(
+                line.path,
+                f"is {seen.kind.name.lower()}, the manifest says {line.kind.name.lower()}",
+            )
             return
         data = self.resolved(line.path) if want_file else seen
         if data is None or (want_file and data.kind is not Kind.FILE):
@@ -547,14 +572,25 @@ def verify_archive(
     if verifier.against is not None:
         verifier.source_leftovers()
     entries = len(verifier.seen)
-    volume = f" (volume {manifest.facts.volume} of {manifest.facts.volumes})" if (
-        manifest and manifest.facts.volumes > 1) else ""
-    level = "hashes" if verifier.keys is None else (
-        "hashes, HMAC, headers, names" + (", content against SOURCE" if against else ""))
+    volume = (
+        f" (volume {manifest.facts.volume} of {manifest.facts.volumes})"
+        if (manifest and manifest.facts.volumes > 1)
+        else ""
+    )
+    level = (
+        "hashes"
+        if verifier.keys is None
+        else ("hashes, HMAC, headers, names" + (", content against SOURCE" if against else ""))
+    )
     if verifier.problems:
-        print(f"verify: {source}{volume}: {verifier.problems} problem"
-              f"{'s' if verifier.problems != 1 else ''} in {entries} entries ({level})", file=out)
+        print(
+            f"verify: {source}{volume}: {verifier.problems} problem"
+            f"{'s' if verifier.problems != 1 else ''} in {entries} entries ({level})",
+            file=out,
+        )
         return EXIT_WARNINGS
-    print(f"verify: {source}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes ({level})",
-          file=out)
+    print(
+        f"verify: {source}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes ({level})",
+        file=out,
+    )
     return EXIT_OK

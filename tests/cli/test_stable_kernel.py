@@ -26,14 +26,15 @@ pytestmark = pytest.mark.kernel
 def _verify_line(target: str) -> str:
     env = f"PYTHONPATH={shlex.quote(str(REPO))} ECARCHIVE_PASSPHRASE={shlex.quote(PASSPHRASE)}"
     return (
-        f'rc=0; env {env} {shlex.quote(sys.executable)} -m ecarchive verify {target} '
+        f"rc=0; env {env} {shlex.quote(sys.executable)} -m ecarchive verify {target} "
         f'> "$JOB/verify.txt" 2>&1 || rc=$?; echo $rc > "$JOB/verify.rc"'
     )
 
 
 @pytest.fixture(scope="module")
 def booted(
-    run_in_guest: RunJobs, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+    run_in_guest: RunJobs,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Boot, dict[str, Record]]:
     work = tmp_path_factory.mktemp("stable-kernel")
     source = work / "source"
@@ -45,27 +46,33 @@ def booted(
     assert first.read_bytes() == tar.read_bytes()
     restore = read_member(tar, "RESTORE.txt")
     plain = '"$TMPD/plain"'
-    tar_script = "\n".join([
-        'mkdir "$SCRATCH/x" "$TMPD/plain"',
-        'tar -C "$SCRATCH/x" -xpf "$JOB/archive.tar" --numeric-owner --same-owner',
-        f"export PASSPHRASE={shlex.quote(PASSPHRASE)}",
-        *key_lines(restore),
-        *mount_lines(restore, '"$SCRATCH/x/Private"', plain),
-        f'walk {plain} "$JOB/view.json"',
-        f"umount {plain}",
-        _verify_line('"$SCRATCH/x"'),
-    ])
-    iso_script = "\n".join([
-        'mkdir -p "$TMPD/iso" "$TMPD/plain"',
-        'mount -t iso9660 -o ro "$IMAGE0" "$TMPD/iso"',
-        _verify_line('"$TMPD/iso"'),
-        f"export PASSPHRASE={shlex.quote(PASSPHRASE)}",
-        *key_lines(restore),
-        *(line.replace(" -o ", " -o ro,", 1)
-          for line in mount_lines(restore, '"$TMPD/iso/Private"', plain)),
-        f'walk {plain} "$JOB/view.json"',
-        f"umount {plain}",
-    ])
+    tar_script = "\n".join(
+        [
+            'mkdir "$SCRATCH/x" "$TMPD/plain"',
+            'tar -C "$SCRATCH/x" -xpf "$JOB/archive.tar" --numeric-owner --same-owner',
+            f"export PASSPHRASE={shlex.quote(PASSPHRASE)}",
+            *key_lines(restore),
+            *mount_lines(restore, '"$SCRATCH/x/Private"', plain),
+            f'walk {plain} "$JOB/view.json"',
+            f"umount {plain}",
+            _verify_line('"$SCRATCH/x"'),
+        ]
+    )
+    iso_script = "\n".join(
+        [
+            'mkdir -p "$TMPD/iso" "$TMPD/plain"',
+            'mount -t iso9660 -o ro "$IMAGE0" "$TMPD/iso"',
+            _verify_line('"$TMPD/iso"'),
+            f"export PASSPHRASE={shlex.quote(PASSPHRASE)}",
+            *key_lines(restore),
+            *(
+                line.replace(" -o ", " -o ro,", 1)
+                for line in mount_lines(restore, '"$TMPD/iso/Private"', plain)
+            ),
+            f'walk {plain} "$JOB/view.json"',
+            f"umount {plain}",
+        ]
+    )
     jobs = [
         Job("stable-tar", tar_script + "\n", inputs={"archive.tar": tar}, timeout=240),
         Job("stable-iso", iso_script + "\n", images=[iso], timeout=240),
@@ -81,7 +88,9 @@ def test_kernel_mounts_a_stable_keys_tar(booted: tuple[Boot, dict[str, Record]])
     assert result.returncode == 0, result.describe()
     assert compare(source, guest_snapshot(result), mtime="s", hardlinks=True, owners=True) == []
     assert result.ecryptfs_dmesg() == [], result.describe()
-    assert result.file("verify.rc").read_text().strip() == "0", result.file("verify.txt").read_text()
+    assert result.file("verify.rc").read_text().strip() == "0", result.file(
+        "verify.txt"
+    ).read_text()
 
 
 def test_verify_on_a_mounted_disc_and_kernel_reads_it(

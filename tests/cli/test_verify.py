@@ -114,7 +114,9 @@ def test_flipped_byte_in_a_lower_file(copy: Path) -> None:
         f.seek(offset)
         f.write(bytes([byte[0] ^ 0x01]))
     rc, out = verify(copy, secret=False)
-    assert rc == 1 and problems(out) == [f"{target}: content differs from the manifest (SHA-256 mismatch)"]
+    assert rc == 1 and problems(out) == [
+        f"{target}: content differs from the manifest (SHA-256 mismatch)"
+    ]
     rc, out = verify(copy)
     assert rc == 1 and problems(out) == [
         f"big.bin [{target}]: content differs from the manifest (SHA-256 mismatch)"
@@ -127,7 +129,9 @@ def test_deleted_file(copy: Path, tmp_path: Path) -> None:
     os.unlink(x / target)
     pack(x, copy)
     rc, out = verify(copy)
-    assert rc == 1 and problems(out) == [f"files/size-4097 [{target}]: file listed in the manifest is missing"]
+    assert rc == 1 and problems(out) == [
+        f"files/size-4097 [{target}]: file listed in the manifest is missing"
+    ]
 
 
 def test_two_files_swapped(copy: Path, tmp_path: Path) -> None:
@@ -143,8 +147,14 @@ def test_two_files_swapped(copy: Path, tmp_path: Path) -> None:
         rc, out = verify(target)
         found = problems(out)
         assert rc == 1 and len(found) == 2, out
-        assert any(p.startswith("files/size-4096 [") and "content differs from the manifest" in p for p in found)
-        assert any(p.startswith("files/size-40960 [") and "content differs from the manifest" in p for p in found)
+        assert any(
+            p.startswith("files/size-4096 [") and "content differs from the manifest" in p
+            for p in found
+        )
+        assert any(
+            p.startswith("files/size-40960 [") and "content differs from the manifest" in p
+            for p in found
+        )
 
 
 def test_added_file(copy: Path, tmp_path: Path) -> None:
@@ -152,9 +162,14 @@ def test_added_file(copy: Path, tmp_path: Path) -> None:
     (x / "Private" / "intruder").write_bytes(b"\0" * 9000)
     pack(x, copy)
     rc, out = verify(copy, secret=False)
-    assert rc == 1 and problems(out) == ["Private/intruder: file is in the archive but not in the manifest"]
+    assert rc == 1 and problems(out) == [
+        "Private/intruder: file is in the archive but not in the manifest"
+    ]
     rc, out = verify(copy)
-    assert rc == 1 and "intruder [Private/intruder]: file is in the archive but not in the manifest" in out
+    assert (
+        rc == 1
+        and "intruder [Private/intruder]: file is in the archive but not in the manifest" in out
+    )
 
 
 def replace_manifest(tar: Path, tmp_path: Path, edit) -> None:  # type: ignore[no-untyped-def]
@@ -176,7 +191,9 @@ def test_changed_manifest_line(copy: Path, tmp_path: Path) -> None:
 
     replace_manifest(copy, tmp_path, edit)
     rc, out = verify(copy, secret=False)
-    assert rc == 1 and problems(out) == [f"{target.decode()}: content differs from the manifest (SHA-256 mismatch)"]
+    assert rc == 1 and problems(out) == [
+        f"{target.decode()}: content differs from the manifest (SHA-256 mismatch)"
+    ]
     rc, out = verify(copy)
     found = problems(out)
     assert rc == 1 and len(found) == 2
@@ -224,7 +241,10 @@ def test_against_names_source_differences(archive: Path, source: Path, tmp_path:
     rc, out = verify(archive, "--against", str(changed))
     found = problems(out)
     assert rc == 1
-    assert any(p.startswith("files/size-1 [") and "content differs from SOURCE at byte 0" in p for p in found)
+    assert any(
+        p.startswith("files/size-1 [") and "content differs from SOURCE at byte 0" in p
+        for p in found
+    )
     assert any(p.startswith("links/dangling [") and "symlink target differs" in p for p in found)
     assert "new.txt: in SOURCE but not in the archive" in found
     assert len(found) == 3, out
@@ -239,7 +259,9 @@ def test_missing_manifest(copy: Path, tmp_path: Path) -> None:
     x = unpack(copy, tmp_path / "x")
     gnu_tar("-cf", str(copy), "-C", str(x), "RESTORE.txt", "Private")
     rc, out = verify(copy, secret=False)
-    assert rc == 1 and problems(out) == [f"{MANIFEST}: missing: nothing to check the archive against"]
+    assert rc == 1 and problems(out) == [
+        f"{MANIFEST}: missing: nothing to check the archive against"
+    ]
 
 
 def test_truncated_archive(copy: Path) -> None:

@@ -31,7 +31,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return source, tar, iso
 
 
-def test_clean_image_file_stdin_and_extracted(made: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_clean_image_file_stdin_and_extracted(
+    made: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     source, _tar, iso = made
     r = run_cli(["verify", str(iso), "--against", str(source)])
     assert r.returncode == 0 and "OK" in r.stdout.decode(), r.stdout.decode() + r.stderr.decode()
@@ -57,7 +59,9 @@ def test_flipped_byte_in_an_extent(made: tuple[Path, Path, Path], tmp_path: Path
     bad.write_bytes(image)
     r = run_cli(["verify", str(bad)], passphrase=None)
     assert r.returncode == 1
-    assert problems(r.stdout.decode()) == [f"{target}: content differs from the manifest (SHA-256 mismatch)"]
+    assert problems(r.stdout.decode()) == [
+        f"{target}: content differs from the manifest (SHA-256 mismatch)"
+    ]
     r = run_cli(["verify", str(bad)])
     assert r.returncode == 1
     assert problems(r.stdout.decode()) == [

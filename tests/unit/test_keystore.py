@@ -42,8 +42,16 @@ def other_key() -> KeyringKey:
 def entry_for(path: Path, rel: str | None = None) -> Entry:
     st = os.lstat(path)
     return Entry(
-        kind=Kind.FILE, path=b"Private/x", mode=0o644, uid=0, gid=0, uname="", gname="",
-        mtime_ns=st.st_mtime_ns, source=os.fsencode(path), plain_size=st.st_size,
+        kind=Kind.FILE,
+        path=b"Private/x",
+        mode=0o644,
+        uid=0,
+        gid=0,
+        uname="",
+        gname="",
+        mtime_ns=st.st_mtime_ns,
+        source=os.fsencode(path),
+        plain_size=st.st_size,
         rel=os.fsencode(rel or path.name),
     )
 
@@ -139,8 +147,9 @@ def test_tampered_packets_are_not_reused(tmp_path: Path, key: KeyringKey) -> Non
     reporter, _ = quiet()
     material = StableKeys(key, 16, reporter).material(entry_for(f))
     stored = unpack_material(xattr.getxattr(str(f), XATTR_NAME))
-    bad = StoredMaterial(16, AES_CODES[32], stored.marker, stored.plain_size, stored.mtime_ns,
-                         stored.packets)
+    bad = StoredMaterial(
+        16, AES_CODES[32], stored.marker, stored.plain_size, stored.mtime_ns, stored.packets
+    )
     assert usable_material(bad, key, 16) is None
     truncated = StoredMaterial(16, stored.cipher_code, stored.marker, 1, 1, stored.packets[:-3])
     assert usable_material(truncated, key, 16) is None
@@ -217,7 +226,9 @@ def test_key_store_keys_move_to_the_xattr_when_it_becomes_writable(
     src = StableKeys(key, 16, reporter, store_path=str(store))
     assert src.material(entry_for(moved, rel="a")) == first
     src.close()
-    assert usable_material(unpack_material(xattr.getxattr(str(moved), XATTR_NAME)), key, 16) == first
+    assert (
+        usable_material(unpack_material(xattr.getxattr(str(moved), XATTR_NAME)), key, 16) == first
+    )
 
 
 def test_unusable_key_store_only_warns(tmp_path: Path, key: KeyringKey) -> None:
@@ -239,7 +250,9 @@ def test_copied_xattr_does_not_share_a_key(tmp_path: Path, key: KeyringKey) -> N
     reporter, _ = quiet()
     first = StableKeys(key, 16, reporter).material(entry_for(original))
     subprocess.run(["cp", "-a", str(original), str(tmp_path / "b")], check=True)
-    assert xattr.getxattr(str(tmp_path / "b"), XATTR_NAME) == xattr.getxattr(str(original), XATTR_NAME)
+    assert xattr.getxattr(str(tmp_path / "b"), XATTR_NAME) == xattr.getxattr(
+        str(original), XATTR_NAME
+    )
     src = StableKeys(key, 16, reporter)
     a_run1, b_run1 = src.material(entry_for(original)), src.material(entry_for(tmp_path / "b"))
     assert a_run1 == first and b_run1.fek != first.fek

@@ -31,13 +31,32 @@ from ecarchive.model import Entry, Kind, Plan
 
 KEY = derive_key(b"manifest test")
 OTHER = derive_key(b"not the manifest key")
-FACTS = Facts(cipher="aes", key_bytes=16, file_sig=KEY.sig_hex, fnek_sig=None,
-              lower_root=b"Private", created_ns=1_700_000_000_123_456_789, volume=2, volumes=3)
+FACTS = Facts(
+    cipher="aes",
+    key_bytes=16,
+    file_sig=KEY.sig_hex,
+    fnek_sig=None,
+    lower_root=b"Private",
+    created_ns=1_700_000_000_123_456_789,
+    volume=2,
+    volumes=3,
+)
 
 
 def mk(kind: Kind, path: bytes, size: int = 0, target: bytes = b"", mtime: int = 5) -> Entry:
-    return Entry(kind=kind, path=path, mode=0o644, uid=1, gid=2, uname="u", gname="g",
-                 mtime_ns=mtime, size=size, link_target=target, data=b"x" * size if size else None)
+    return Entry(
+        kind=kind,
+        path=path,
+        mode=0o644,
+        uid=1,
+        gid=2,
+        uname="u",
+        gname="g",
+        mtime_ns=mtime,
+        size=size,
+        link_target=target,
+        data=b"x" * size if size else None,
+    )
 
 
 ENTRIES = (
@@ -49,8 +68,11 @@ ENTRIES = (
     mk(Kind.FIFO, b"Private/fifo"),
     mk(Kind.FILE, b"Private/gone", 8192),
 )
-HASHES = {b"RESTORE.txt": hashlib.sha256(b"x" * 7).digest(),
-          b"Private/a b%c\n\xff": hashlib.sha256(b"data").digest(), b"Private/gone": None}
+HASHES = {
+    b"RESTORE.txt": hashlib.sha256(b"x" * 7).digest(),
+    b"Private/a b%c\n\xff": hashlib.sha256(b"data").digest(),
+    b"Private/gone": None,
+}
 
 
 def test_size_is_exact_and_round_trip() -> None:
@@ -64,7 +86,10 @@ def test_size_is_exact_and_round_trip() -> None:
     assert link.kind is Kind.HARDLINK and link.target == b"Private/a b%c\n\xff"
     assert link.size == 8192 + 4096 and link.digest == hashlib.sha256(b"data").digest()
     sym = by_path[b"Private/sym"]
-    assert sym.size == len(b"../some where") and sym.digest == hashlib.sha256(b"../some where").digest()
+    assert (
+        sym.size == len(b"../some where")
+        and sym.digest == hashlib.sha256(b"../some where").digest()
+    )
     assert by_path[b"Private/gone"].absent and by_path[b"Private/fifo"].digest is None
     assert ABSENT in data and b"\n\xff" not in data  # every odd byte escaped
 
@@ -74,9 +99,16 @@ def test_hmac_key_is_domain_separated() -> None:
     assert len(k) == 32 and k not in (KEY.fekek, KEY.fekek[:32], KEY.fekek[:16])
     data = render(ENTRIES, HASHES, FACTS, KEY)
     body, _, mac_line = data.rstrip(b"\n").rpartition(b"\n")
-    assert mac_line == b"hmac-sha256 " + hmac.new(k, body + b"\n", hashlib.sha256).hexdigest().encode()
+    assert (
+        mac_line == b"hmac-sha256 " + hmac.new(k, body + b"\n", hashlib.sha256).hexdigest().encode()
+    )
     # a raw HMAC under the FEKEK itself must not verify
-    forged = body + b"\nhmac-sha256 " + hmac.new(KEY.fekek, body + b"\n", "sha256").hexdigest().encode() + b"\n"
+    forged = (
+        body
+        + b"\nhmac-sha256 "
+        + hmac.new(KEY.fekek, body + b"\n", "sha256").hexdigest().encode()
+        + b"\n"
+    )
     assert not mac_ok(parse(forged), KEY)
 
 
@@ -107,7 +139,11 @@ def test_builder_hashes_what_passes_and_serves_itself() -> None:
     plan = Plan(entries=(*ENTRIES[:3], mk(Kind.FILE, b"Private/gone", 8192)), lower_root=b"Private")
     plan = with_manifest(plan, FACTS)
     last = plan.entries[-1]
-    assert last.path == MANIFEST_NAME and last.mtime_ns == 99 and last.size == manifest_size(plan.entries, FACTS)
+    assert (
+        last.path == MANIFEST_NAME
+        and last.mtime_ns == 99
+        and last.size == manifest_size(plan.entries, FACTS)
+    )
     builder = ManifestBuilder(plan.entries, FACTS, KEY)
 
     def inner(entry: Entry):  # type: ignore[no-untyped-def]
@@ -138,7 +174,12 @@ def test_tree_time() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    names=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b), min_size=1, max_size=8, unique=True),
+    names=st.lists(
+        st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
     sizes=st.lists(st.integers(min_value=0, max_value=10**12), min_size=8, max_size=8),
     created=st.integers(min_value=-(10**19), max_value=10**19),
 )
@@ -150,8 +191,19 @@ def test_size_matches_for_any_names(names: list[bytes], sizes: list[int], create
         if i % 3 == 2:
             entries.append(mk(Kind.SYMLINK, path, target=name * 3))
         else:
-            entries.append(Entry(kind=Kind.FILE, path=path, mode=0, uid=0, gid=0, uname="", gname="",
-                                 mtime_ns=0, size=sizes[i]))
+            entries.append(
+                Entry(
+                    kind=Kind.FILE,
+                    path=path,
+                    mode=0,
+                    uid=0,
+                    gid=0,
+                    uname="",
+                    gname="",
+                    mtime_ns=0,
+                    size=sizes[i],
+                )
+            )
             hashes[path] = hashlib.sha256(name).digest() if i % 2 else None
     facts = Facts("aes", 32, "ab" * 8, "cd" * 8, b"P x", created, 1, 1)
     data = render(entries, hashes, facts, KEY)

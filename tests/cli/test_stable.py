@@ -99,7 +99,6 @@ def test_rename_keeps_the_bytes(tmp_path: Path) -> None:
     assert len(old) == len(new) == 1 and old == new
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_one_block_change_in_100_mib_changes_one_extent(tmp_path: Path, fmt: str) -> None:
     src = tmp_path / "src"

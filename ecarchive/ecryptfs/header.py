@@ -10,9 +10,10 @@ parse_tag_11_packet, decrypt_passphrase_encrypted_session_key.
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from .constants import (
     AES_BLOCK,
@@ -50,16 +51,41 @@ _AES192_KEY_BYTES = 24
 _AES192_EFEK_BYTES = 32  # write_tag_3_packet pads the 24-byte AES key to 32 bytes
 _TAG_11_BODY = 1 + 1 + len(TAG_11_FILENAME) + len(TAG_11_DATE) + SIG_SIZE
 _TAG_3_FIXED_BODY = 1 + 1 + 1 + 1 + SALT_SIZE + 1  # version, cipher, s2k, hash, salt, count
+_MAX_CACHED_KEYS = 8
 
 
 class HeaderError(ValueError):
     """The lower file does not start with an eCryptfs header the kernel would accept."""
 
 
+class _EcbContexts(threading.local):
+    """One ECB context per (key, direction) and thread, reused for every call.
+
+    Building a Cipher costs ~11 µs, more than wrapping a key or a name; ECB over whole blocks
+    keeps no state between update() calls, so one context serves all of them.
+    """
+
+    def __init__(self) -> None:
+        self.contexts: dict[tuple[bytes, bool], CipherContext] = {}
+
+    def get(self, key: bytes, decrypt: bool) -> CipherContext:
+        ctx = self.contexts.get((key, decrypt))
+        if ctx is None:
+            if len(self.contexts) >= _MAX_CACHED_KEYS:
+                self.contexts.clear()
+            cipher = Cipher(algorithms.AES(key), modes.ECB())
+            ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+            self.contexts[(key, decrypt)] = ctx
+        return ctx
+
+
+_ecb_contexts = _EcbContexts()
+
+
 def _ecb(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
-    return ctx.update(data) + ctx.finalize()
+    if len(data) % AES_BLOCK:
+        raise ValueError(f"ECB input of {len(data)} bytes is not a whole number of blocks")
+    return _ecb_contexts.get(key, decrypt).update(data)
 
 
 def wrap_fek(fek: bytes, key: KeyringKey) -> bytes:

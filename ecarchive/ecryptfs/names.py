@@ -7,10 +7,12 @@ ecryptfs_decode_from_filename, ecryptfs_decode_and_decrypt_filename.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import threading
 from functools import lru_cache
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from .constants import (
     AES_BLOCK,
@@ -27,7 +29,19 @@ from .keys import KeyringKey
 from .packets import PacketError, decode_length, encode_length
 
 _ZERO_PREFIX_SUBSTITUTE = 0x42  # write_tag_70_packet never puts a 0x00 into the prefix
-_DECODE = bytes(FILENAME_ALPHABET.index(c) if c in FILENAME_ALPHABET else 0 for c in range(256))
+_MAX_CACHED_KEYS = 8
+# The eCryptfs filename encoding is base64's bit layout over another alphabet, so the C base64
+# codec plus a byte translation does the work of a per-character Python loop.
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_TO_FILENAME = bytes.maketrans(_B64_ALPHABET, FILENAME_ALPHABET)
+# decode_from_filename counts characters outside the alphabet as 0, which is base64's "A".
+_FROM_FILENAME = bytes(
+    _B64_ALPHABET[FILENAME_ALPHABET.index(c)] if c in FILENAME_ALPHABET else _B64_ALPHABET[0]
+    for c in range(256)
+)
+_B64_GROUP = 4
+_BITS_PER_CHAR = 6
+_BITS_PER_BYTE = 8
 
 
 class NameDecodeError(ValueError):
@@ -57,34 +71,44 @@ def _prefix(fnek: bytes, count: int) -> bytes:
 def encode_for_filename(data: bytes) -> bytes:
     """ecryptfs_encode_for_filename: 3 bytes → 4 characters of the portable alphabet."""
     padded = data + b"\0" * (-len(data) % 3)
-    out = bytearray()
-    alphabet = FILENAME_ALPHABET
-    for i in range(0, len(padded), 3):
-        v = padded[i] << 16 | padded[i + 1] << 8 | padded[i + 2]
-        out += bytes(
-            (alphabet[v >> 18], alphabet[v >> 12 & 63], alphabet[v >> 6 & 63], alphabet[v & 63])
-        )
-    return bytes(out)
+    return base64.b64encode(padded).translate(_TO_FILENAME)
 
 
 def decode_from_filename(text: bytes) -> bytes:
     """ecryptfs_decode_from_filename: unknown characters count as 0, leftover bits dropped."""
-    out = bytearray()
-    acc = 0
-    bits = 0
-    for c in text:
-        acc = (acc << 6 | _DECODE[c]) & 0xFFFFFF
-        bits += 6
-        if bits >= 8:
-            bits -= 8
-            out.append(acc >> bits & 0xFF)
-    return bytes(out)
+    std = text.translate(_FROM_FILENAME)
+    std += _B64_ALPHABET[:1] * (-len(std) % _B64_GROUP)
+    return base64.b64decode(std)[: len(text) * _BITS_PER_CHAR // _BITS_PER_BYTE]
+
+
+class _EcbContexts(threading.local):
+    """One ECB context per (key, direction) and thread, reused for every call.
+
+    Building a Cipher costs ~11 µs, more than wrapping a key or a name; ECB over whole blocks
+    keeps no state between update() calls, so one context serves all of them.
+    """
+
+    def __init__(self) -> None:
+        self.contexts: dict[tuple[bytes, bool], CipherContext] = {}
+
+    def get(self, key: bytes, decrypt: bool) -> CipherContext:
+        ctx = self.contexts.get((key, decrypt))
+        if ctx is None:
+            if len(self.contexts) >= _MAX_CACHED_KEYS:
+                self.contexts.clear()
+            cipher = Cipher(algorithms.AES(key), modes.ECB())
+            ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+            self.contexts[(key, decrypt)] = ctx
+        return ctx
+
+
+_ecb_contexts = _EcbContexts()
 
 
 def _ecb(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
-    return ctx.update(data) + ctx.finalize()
+    if len(data) % AES_BLOCK:
+        raise ValueError(f"ECB input of {len(data)} bytes is not a whole number of blocks")
+    return _ecb_contexts.get(key, decrypt).update(data)
 
 
 def encrypt_name(name: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:

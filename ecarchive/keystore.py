@@ -198,17 +198,21 @@ class KeyStore:
         return None
 
     def put(self, rel: bytes, ino: int, size: int, mtime_ns: int, blob: bytes) -> None:
+        row = (rel, ino, size, mtime_ns, blob)
         try:
+            current = self._db.execute(
+                "SELECT path, ino, size, mtime_ns, material FROM ecarchive_keys WHERE path = ?",
+                (rel,),
+            ).fetchone()
+            if current is not None and tuple(current) == row:
+                return  # an unchanged store stays byte-identical (it may live in SOURCE)
             # A renamed file leaves a row under its old name; that row now describes nothing.
             self._db.execute(
                 "DELETE FROM ecarchive_keys WHERE ino = ? AND path != ? AND size = ? "
                 "AND mtime_ns = ?",
                 (ino, rel, size, mtime_ns),
             )
-            self._db.execute(
-                "INSERT OR REPLACE INTO ecarchive_keys VALUES (?, ?, ?, ?, ?)",
-                (rel, ino, size, mtime_ns, blob),
-            )
+            self._db.execute("INSERT OR REPLACE INTO ecarchive_keys VALUES (?, ?, ?, ?, ?)", row)
         except sqlite3.Error as e:
             raise KeyStoreError(f"key store {self.path}: {e}") from e
 

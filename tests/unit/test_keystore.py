@@ -259,3 +259,19 @@ def test_copied_xattr_does_not_share_a_key(tmp_path: Path, key: KeyringKey) -> N
     src = StableKeys(key, 16, reporter)
     assert src.material(entry_for(original)) == a_run1
     assert src.material(entry_for(tmp_path / "b")) == b_run1
+
+
+def test_unchanged_key_store_is_not_rewritten(ramfs: Path, tmp_path: Path, key: KeyringKey) -> None:
+    """A second run over an unchanged tree leaves the store byte for byte as it was."""
+    store = tmp_path / "keys.db"
+    for name in ("a", "b"):
+        (ramfs / name).write_bytes(name.encode() * 100)
+    states = []
+    for _run in range(2):
+        reporter, _stream = quiet()
+        src = StableKeys(key, 16, reporter, store_path=str(store))
+        for name in ("a", "b"):
+            src.material(entry_for(ramfs / name))
+        src.close()
+        states.append((store.read_bytes(), store.stat().st_mtime_ns))
+    assert states[0] == states[1]

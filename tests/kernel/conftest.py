@@ -15,7 +15,7 @@ if str(REPO) not in sys.path:
     # tests.support / tests.kernel are imported as packages of the repository root.
     sys.path.insert(0, str(REPO))
 
-from tests.kernel import vm, vmsetup  # noqa: E402
+from tests.kernel import batch, vm, vmsetup  # noqa: E402
 
 RunJobs = Callable[[Sequence[vm.Job], Path], vm.Boot]
 
@@ -47,3 +47,16 @@ def run_in_guest(guest_image: vmsetup.GuestImage) -> RunJobs:
             raise
 
     return run
+
+
+@pytest.fixture(scope="session")
+def oracle_batch(
+    request: pytest.FixtureRequest,
+    run_in_guest: RunJobs,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> batch.Batch:
+    """A single boot for all selected modules that define `oracle_jobs` (see batch.py)."""
+    modules = batch.providers(
+        [m for item in request.session.items if (m := getattr(item, "module", None))]
+    )
+    return batch.run_batch(modules, run_in_guest, tmp_path_factory.mktemp("oracle"))

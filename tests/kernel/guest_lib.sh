@@ -20,7 +20,8 @@ mount_ecryptfs() {
 
 # walk DIR OUT.json: the same snapshot the host takes of its source tree.
 walk() {
-    "$PYTHON" "$TREES" snapshot "$1" > "$2"
+    # -S: no site-packages scan; trees.py is stdlib only and this saves ~1 s per walk (TCG).
+    "$PYTHON" -S "$TREES" snapshot "$1" > "$2"
 }
 
 

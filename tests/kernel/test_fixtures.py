@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import RunJobs
+from tests.kernel.batch import Batch
 from tests.kernel.oracle import (
     FIXTURE_NAMES,
     FIXTURES,
@@ -25,7 +25,7 @@ from tests.kernel.oracle import (
     guest_snapshot,
     load_manifest,
 )
-from tests.kernel.vm import Boot, Job
+from tests.kernel.vm import Job, JobResult
 from tests.support.trees import compare
 
 pytestmark = pytest.mark.kernel
@@ -81,9 +81,7 @@ def _make_iso(tar: Path, work: Path) -> Path:
     return image
 
 
-@pytest.fixture(scope="module")
-def boot(run_in_guest: RunJobs, tmp_path_factory: pytest.TempPathFactory) -> Boot:
-    work = tmp_path_factory.mktemp("fixtures")
+def oracle_jobs(work: Path) -> tuple[list[Job], None]:
     # All fixtures share the passphrase: one key derivation (slow under TCG) for all parts.
     script = f"add_passphrase {shlex.quote(PASSPHRASE)} --fnek\n"
     script += "".join(_tar_part(name) for name in FIXTURE_NAMES) + _iso_part()
@@ -107,22 +105,25 @@ umount "$TMPD/plain"
         Job(ALL, script, inputs=inputs, timeout=300),
         Job(CONTROL, control, inputs={"lower.tar": separate.tar}, timeout=120),
     ]
-    boot = run_in_guest(jobs, work / "vm")
-    print(boot.summary())
-    return boot
+    return jobs, None
+
+
+@pytest.fixture(scope="module")
+def results(oracle_batch: Batch) -> dict[str, JobResult]:
+    return oracle_batch.section(__name__).results
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_kernel_shows_plaintext(boot: Boot, name: str) -> None:
-    result = boot.results[ALL]
+def test_kernel_shows_plaintext(results: dict[str, JobResult], name: str) -> None:
+    result = results[ALL]
     view = guest_snapshot(result, f"view-{name}.json")
     expected = load_manifest(FIXTURES / "plaintext.manifest")
     assert compare(expected, view, mtime="s") == []
     assert result.ecryptfs_dmesg(name) == []
 
 
-def test_iso_loop_mount_read_only(boot: Boot) -> None:
-    result = boot.results[ALL]
+def test_iso_loop_mount_read_only(results: dict[str, JobResult]) -> None:
+    result = results[ALL]
     assert result.returncode == 0, result.describe()
     view = guest_snapshot(result, f"view-{ISO_PART}.json")
     expected = load_manifest(FIXTURES / "plaintext.manifest")
@@ -131,8 +132,8 @@ def test_iso_loop_mount_read_only(boot: Boot) -> None:
     assert result.ecryptfs_dmesg(ISO_PART) == []
 
 
-def test_wrong_fnek_is_detected(boot: Boot) -> None:
-    result = boot.results[CONTROL]
+def test_wrong_fnek_is_detected(results: dict[str, JobResult]) -> None:
+    result = results[CONTROL]
     assert result.returncode == 0, result.describe()
     expected = load_manifest(FIXTURES / "plaintext.manifest")
     differences = compare(expected, guest_snapshot(result), mtime="s")

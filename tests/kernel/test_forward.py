@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import RunJobs
+from tests.kernel.batch import Batch
 from tests.kernel.oracle import (
     PASSPHRASE,
     guest_snapshot,
@@ -22,7 +22,7 @@ from tests.kernel.oracle import (
     read_member,
     run_ecarchive,
 )
-from tests.kernel.vm import Boot, Job
+from tests.kernel.vm import Job, JobResult
 from tests.support.trees import Record, compare, make_case_tree, snapshot
 
 pytestmark = pytest.mark.kernel
@@ -57,7 +57,6 @@ class Forward:
     source: dict[str, Record]
     created: dict[str, str]  # case name -> create failure ('' = archive made)
     restore_txt: dict[str, str]
-    boot: Boot | None
 
 
 def _job(case: Case, archive: Path, restore_txt: str) -> Job:
@@ -77,9 +76,7 @@ def _job(case: Case, archive: Path, restore_txt: str) -> Job:
     return Job(case.name, script + "\n", inputs={"archive.tar": archive}, timeout=180)
 
 
-@pytest.fixture(scope="module")
-def forward(run_in_guest: RunJobs, tmp_path_factory: pytest.TempPathFactory) -> Forward:
-    work = tmp_path_factory.mktemp("forward")
+def oracle_jobs(work: Path) -> tuple[list[Job], Forward]:
     source = work / "source"
     make_case_tree(source, big_mib=BIG_MIB)
     created: dict[str, str] = {}
@@ -98,21 +95,27 @@ def forward(run_in_guest: RunJobs, tmp_path_factory: pytest.TempPathFactory) -> 
         created[case.name] = ""
         texts[case.name] = read_member(out, "RESTORE.txt")
         jobs.append(_job(case, out, texts[case.name]))
-    boot = run_in_guest(jobs, work / "vm") if jobs else None
-    if boot is not None:
-        print(boot.summary())
-    return Forward(snapshot(source), created, texts, boot)
+    return jobs, Forward(snapshot(source), created, texts)
+
+
+@pytest.fixture(scope="module")
+def forward(oracle_batch: Batch) -> tuple[Forward, dict[str, JobResult]]:
+    section = oracle_batch.section(__name__)
+    assert isinstance(section.state, Forward)
+    return section.state, section.results
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_kernel_mounts_ecarchive_tar(forward: Forward, case: Case) -> None:
-    assert forward.created[case.name] == "", forward.created[case.name]
-    restore_txt = forward.restore_txt[case.name]
+def test_kernel_mounts_ecarchive_tar(
+    forward: tuple[Forward, dict[str, JobResult]], case: Case
+) -> None:
+    state, results = forward
+    assert state.created[case.name] == "", state.created[case.name]
+    restore_txt = state.restore_txt[case.name]
     assert len(key_lines(restore_txt)) == 1, restore_txt
     assert len(mount_lines(restore_txt, "L", "U")) == 1, restore_txt
-    assert forward.boot is not None
-    result = forward.boot.results[case.name]
+    result = results[case.name]
     assert result.returncode == 0, result.describe()
     view = guest_snapshot(result)
-    assert compare(forward.source, view, mtime="s", hardlinks=True, owners=True) == []
+    assert compare(state.source, view, mtime="s", hardlinks=True, owners=True) == []
     assert result.ecryptfs_dmesg() == [], result.describe()

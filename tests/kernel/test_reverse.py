@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import RunJobs
+from tests.kernel.batch import Batch
 from tests.kernel.oracle import FNEK_SIG, PASSPHRASE, SIG, guest_snapshot, run_ecarchive
-from tests.kernel.vm import Boot, Job
+from tests.kernel.vm import Job, JobResult
 from tests.support.trees import Record, compare, make_case_tree, snapshot
 
 pytestmark = pytest.mark.kernel
@@ -54,7 +54,6 @@ CASES = (Case(16, "separate"), Case(32, "separate"), Case(16, "same"), Case(16, 
 @dataclasses.dataclass(frozen=True)
 class Reverse:
     source: dict[str, Record]
-    boot: Boot
     work: Path
 
 
@@ -71,26 +70,29 @@ checkpoint {case.name}
 """
 
 
-@pytest.fixture(scope="module")
-def reverse(run_in_guest: RunJobs, tmp_path_factory: pytest.TempPathFactory) -> Reverse:
-    work = tmp_path_factory.mktemp("reverse")
+def oracle_jobs(work: Path) -> tuple[list[Job], Reverse]:
     source = work / "source"
     make_case_tree(source, big_mib=BIG_MIB)
     script = f"add_passphrase {shlex.quote(PASSPHRASE)} --fnek\n"
     script += "".join(_part(case) for case in CASES)
-    boot = run_in_guest([Job(JOB, script, {"source": source}, timeout=400)], work / "vm")
-    print(boot.summary())
-    return Reverse(snapshot(source), boot, work)
+    return [Job(JOB, script, {"source": source}, timeout=400)], Reverse(snapshot(source), work)
+
+
+@pytest.fixture(scope="module")
+def reverse(oracle_batch: Batch) -> tuple[Reverse, JobResult]:
+    section = oracle_batch.section(__name__)
+    assert isinstance(section.state, Reverse)
+    return section.state, section.results[JOB]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_ecarchive_restores_kernel_tree(reverse: Reverse, case: Case) -> None:
-    result = reverse.boot.results[JOB]
+def test_ecarchive_restores_kernel_tree(reverse: tuple[Reverse, JobResult], case: Case) -> None:
+    state, result = reverse
     view = guest_snapshot(result, f"view-{case.name}.json")
-    assert compare(reverse.source, view, mtime="s") == [], "kernel side lost data"
+    assert compare(state.source, view, mtime="s") == [], "kernel side lost data"
     assert result.ecryptfs_dmesg(case.name) == []
 
-    dest = reverse.work / f"restored-{case.name}"
+    dest = state.work / f"restored-{case.name}"
     done = run_ecarchive("restore", "-q", str(result.file(f"{case.name}.tar")), str(dest))
     assert done.returncode == 0, done.stderr
-    assert compare(reverse.source, snapshot(dest), mtime="s", hardlinks=True) == []
+    assert compare(state.source, snapshot(dest), mtime="s", hardlinks=True) == []

@@ -272,6 +272,13 @@ def _probe_kvm(image: GuestImage) -> str:
 
 def prepare() -> GuestImage:
     """Return a bootable guest, downloading and building whatever the cache lacks."""
+    try:
+        return _prepare()
+    except OSError as exc:  # unwritable cache, full disk...
+        raise VmUnavailable(f"cannot prepare the guest in {cache_dir()}: {exc}") from exc
+
+
+def _prepare() -> GuestImage:
     ensure_host_packages()
     root = cache_dir()
     with _locked(root):

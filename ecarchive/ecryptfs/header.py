@@ -96,6 +96,16 @@ def wrap_fek(fek: bytes, key: KeyringKey) -> bytes:
     return _ecb(key.prefix(len(fek)), data, decrypt=False)
 
 
+def wrap_feks(feks: bytes, fek_len: int, key: KeyringKey) -> bytes:
+    """wrap_fek over many concatenated FEKs in one call; ECB works block by block, so this is
+    the concatenation of their EFEKs. AES-192 keys are padded, so they go one by one."""
+    if fek_len not in AES_CODES or len(feks) % fek_len:
+        raise ValueError(f"{len(feks)} bytes are not a whole number of {fek_len}-byte keys")
+    if fek_len == _AES192_KEY_BYTES:
+        return b"".join(wrap_fek(feks[i : i + fek_len], key) for i in range(0, len(feks), fek_len))
+    return _ecb(key.prefix(fek_len), feks, decrypt=False)
+
+
 def unwrap_fek(efek: bytes, cipher_code: int, key: KeyringKey) -> bytes:
     """decrypt_passphrase_encrypted_session_key: key size from the code for AES-192, else len(EFEK)."""
     key_size = _AES192_KEY_BYTES if cipher_code == AES_CODES[_AES192_KEY_BYTES] else len(efek)
@@ -104,23 +114,25 @@ def unwrap_fek(efek: bytes, cipher_code: int, key: KeyringKey) -> bytes:
 
 def key_packets(efek: bytes, key_bytes: int, sig: bytes, salt: bytes = DEFAULT_SALT) -> bytes:
     """One tag 3 (wrapped FEK) + tag 11 (key sig) pair, as ecryptfs_generate_key_packet_set."""
-    tag3_body = (
+    head, tail = packet_frame(len(efek), key_bytes, sig, salt)
+    return head + efek + tail
+
+
+def packet_frame(
+    efek_len: int, key_bytes: int, sig: bytes, salt: bytes = DEFAULT_SALT
+) -> tuple[bytes, bytes]:
+    """What key_packets puts before and after the EFEK: constant for one key and key size."""
+    tag3_fixed = (
         bytes([TAG_3_VERSION, AES_CODES[key_bytes], S2K_ITERATED_SALTED, HASH_MD5_LABEL])
         + salt
         + bytes([S2K_COUNT_65536])
-        + efek
     )
     tag11_body = (
         bytes([TAG_11_FORMAT_BINARY, len(TAG_11_FILENAME)]) + TAG_11_FILENAME + TAG_11_DATE + sig
     )
-    return (
-        bytes([TAG_3_PACKET])
-        + encode_length(len(tag3_body))
-        + tag3_body
-        + bytes([TAG_11_PACKET])
-        + encode_length(len(tag11_body))
-        + tag11_body
-    )
+    head = bytes([TAG_3_PACKET]) + encode_length(len(tag3_fixed) + efek_len) + tag3_fixed
+    tail = bytes([TAG_11_PACKET]) + encode_length(len(tag11_body)) + tag11_body
+    return head, tail
 
 
 def build_header(

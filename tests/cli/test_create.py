@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def test_create_layout_and_sizes(case_tree: Path, tmp_path: Path) -> None:
     )
     src_count = sum(1 for _ in case_tree.rglob("*"))
     assert len(lower) == src_count
-    for _ftype, size, _ in m.values():
-        assert size is None or size == 0 or size % 4096 == 0 or size < 8192
+    assert {p for p in m if "/" not in p} == {"RESTORE.txt", "Private", "MANIFEST.ecarchive"}
+    lower_files = [size for p, (ftype, size, link) in m.items()
+                   if p.startswith("Private/") and ftype == stat.S_IFREG and not link]
+    assert lower_files and all(size >= 8192 and size % 4096 == 0 for size in lower_files)
     restore = subprocess.run(
         ["tar", "-xOf", str(out), "RESTORE.txt"], capture_output=True, check=True
     ).stdout
@@ -78,7 +81,7 @@ def test_stdout_and_dash(case_tree: Path, tmp_path: Path) -> None:
     (tmp_path / "d.tar").write_bytes(dash.stdout)
     listed = members(tmp_path / "i.tar")
     assert listed.keys() == members(tmp_path / "d.tar").keys()
-    assert len(listed) == 2 + sum(1 for _ in case_tree.rglob("*"))
+    assert len(listed) == 3 + sum(1 for _ in case_tree.rglob("*"))  # RESTORE, MANIFEST, Private
 
 
 def test_refuses_terminal(case_tree: Path) -> None:

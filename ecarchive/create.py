@@ -1,0 +1,204 @@
+"""Orchestration of `create`: plan → volumes → sink → destination.
+
+The CLI hands over parsed options; this module knows which sink writes which volume where,
+and nothing about argument syntax or the eCryptfs format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from .errors import OutputFailed, Reporter, UsageError
+from .manifest import ManifestBuilder
+from .model import Entry
+from .output import Output
+from .reader import EncryptingReader
+from .sinks.iso import body_from_opener, image_size, plan_iso, write_iso
+from .sinks.tar import write_tar
+from .sinks.tarsize import tar_size_bound
+from .volumes import split_volumes
+
+Chunk = bytes | bytearray | memoryview
+ISO_WRITE_BUFFER = 1 << 20
+TTY = "/dev/tty"
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    name: str  # "tar" or "iso"
+    volume_label: str
+    volume_time_ns: int
+
+    def size(self, entries: Sequence[Entry]) -> int:
+        """Exact for ISO, an upper bound for tar (libarchive picks its pax records)."""
+        if self.name == "iso":
+            return image_size(entries, volume_label=self.volume_label)
+        return tar_size_bound(entries)
+
+
+def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[tuple[Entry, ...]]:
+    if capacity is None:
+        return [tuple(entries)]
+    return split_volumes(entries, capacity, lambda es: fmt.size(es))
+
+
+def progress_bar(total: int | None, enabled: bool) -> tqdm[Any]:
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _counted(chunks: Iterator[Chunk], bar: tqdm[Any]) -> Iterator[Chunk]:
+    for chunk in chunks:
+        yield chunk
+        bar.update(len(chunk))
+
+
+def write_volume(
+    entries: Sequence[Entry],
+    fmt: Format,
+    reader: EncryptingReader,
+    fd: int,
+    bar: tqdm[Any],
+    reporter: Reporter,
+    manifest: ManifestBuilder,
+) -> None:
+    """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
+
+    def read(entry: Entry) -> Iterator[Chunk] | None:
+        chunks = reader.open(entry)
+        if chunks is None:
+            bar.update(entry.size)
+            return None
+        return _counted(chunks, bar)
+
+    open_data = manifest.opener(read)
+
+    if fmt.name == "tar":
+        write_tar(tuple(entries), open_data, fd)
+        return
+    layout = plan_iso(
+        list(entries), volume_label=fmt.volume_label, volume_time_ns=fmt.volume_time_ns
+    )
+    for warning in layout.warnings:
+        reporter.warn(warning, affects_exit=False)
+    try:
+        with (
+            io.FileIO(fd, "wb", closefd=False) as raw,
+            io.BufferedWriter(raw, ISO_WRITE_BUFFER) as out,
+        ):
+            write_iso(layout, body_from_opener(open_data), out)
+    except OSError as e:
+        raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
+
+
+class Destinations:
+    """Where volume n (1-based) goes: one output, a numbered file pattern, or a command."""
+
+    def __init__(
+        self, output: str, *, volume_count: int, command: str | None, only: int | None
+    ) -> None:
+        self.output = output
+        self.command = command
+        self.count = volume_count
+        numbered = "%" in output
+        if numbered:
+            try:
+                output % 1
+            except (TypeError, ValueError) as e:
+                raise UsageError(
+                    f"-o {output!r}: not a usable volume pattern (like backup-%02d.iso)"
+                ) from e
+        if volume_count > 1 and not (numbered or command or only):
+            raise UsageError(
+                f"the archive needs {volume_count} volumes",
+                hint="use -o NAME-%02d.iso, --volume N or --volume-command CMD",
+            )
+        if only is not None and not 1 <= only <= volume_count:
+            raise UsageError(f"--volume {only}: the archive has {volume_count} volume(s)")
+        self.numbered = numbered
+
+    def selected(self, only: int | None) -> list[int]:
+        return [only] if only is not None else list(range(1, self.count + 1))
+
+    def check(self) -> None:
+        if not self.command and not self.numbered:
+            Output(self.output).check_not_terminal()
+
+    @contextlib.contextmanager
+    def open(self, number: int, first: bool) -> Iterator[int]:
+        if self.command:
+            if not first:
+                _wait_for_disc(number, self.count)
+            with _command(self.command, number, self.count) as fd:
+                yield fd
+            return
+        name = self.output % number if self.numbered else self.output
+        with Output(name).open() as fd:
+            yield fd
+
+
+def _wait_for_disc(number: int, count: int) -> None:
+    try:
+        with open(TTY, "r+b", buffering=0) as tty:
+            tty.write(
+                f"Insert the medium for volume {number} of {count} and press Enter: ".encode()
+            )
+            tty.readline()
+    except OSError as e:
+        raise UsageError(
+            "--volume-command waits for Enter on the terminal, and there is none"
+        ) from e
+
+
+@contextlib.contextmanager
+def _command(command: str, number: int, count: int) -> Iterator[int]:
+    env = dict(os.environ, ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+    proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    try:
+        yield proc.stdin.fileno()
+    finally:
+        proc.stdin.close()
+        rc = proc.wait()
+    if rc != 0:
+        raise OutputFailed(f"volume {number}: command {command!r} exited with status {rc}")
+
+
+def write_volumes(
+    volumes: list[tuple[Entry, ...]],
+    fmt: Format,
+    reader: EncryptingReader,
+    dest: Destinations,
+    only: int | None,
+    progress: bool,
+    reporter: Reporter,
+    manifest: Callable[[int, tuple[Entry, ...]], ManifestBuilder],
+) -> None:
+    """Write the selected volumes in turn, each with the manifest builder made for it."""
+    numbers = dest.selected(only)
+    total = sum(e.size for n in numbers for e in volumes[n - 1])
+    bar = progress_bar(total, progress)
+    try:
+        for i, number in enumerate(numbers):
+            entries = volumes[number - 1]
+            with dest.open(number, first=i == 0) as fd:
+                write_volume(entries, fmt, reader, fd, bar, reporter, manifest(number, entries))
+    finally:
+        bar.close()

@@ -1,13 +1,17 @@
 """The encrypting reader: one plan entry → its lower bytes (header, then extents).
 
-The one hot path. It reads each file once with a fixed-size buffer and applies GNU tar's rules
-for files that change while read: pad a file that shrank, cut one that grew, flag a changed mtime.
+The one hot path. It reads each file once with fixed-size buffers and applies GNU tar's rules
+for files that change while read: pad a file that shrank, cut one that grew, flag a changed
+mtime. Files larger than one slot are encrypted by a helper process (pipeline.Coprocessor)
+while this process reads ahead and the sink writes out; smaller ones are encrypted here, where
+a round trip to the helper would cost more than the work.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
 
 from .ecryptfs.constants import EXTENT_SIZE
@@ -16,9 +20,10 @@ from .ecryptfs.header import build_header
 from .errors import Reporter
 from .keysource import KeySource
 from .model import Entry
+from .pipeline import SLOT_SIZE, SLOTS, Coprocessor
 
 CHUNK = 1 << 20  # bytes of plaintext encrypted per call; a multiple of EXTENT_SIZE
-_ZEROS = bytes(CHUNK)
+_ZEROS = bytes(max(CHUNK, SLOT_SIZE))
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 Chunk = bytes | bytearray | memoryview
 
@@ -41,16 +46,71 @@ def _read_full(fd: int, view: memoryview) -> int:
     return got
 
 
+class _Plaintext:
+    """One open file read chunk by chunk, padded to whole extents, with GNU tar's rules."""
+
+    def __init__(self, fd: int, entry: Entry, reporter: Reporter) -> None:
+        self.fd = fd
+        self.entry = entry
+        self.reporter = reporter
+        self.remaining = entry.plain_size
+        self.eof = False
+
+    def fill(self, buf: memoryview) -> int:
+        """Read the next chunk (at most len(buf) bytes) into buf; returns its length padded
+        to whole extents, 0 once the planned size is reached."""
+        want = min(len(buf), self.remaining)
+        if want <= 0:
+            return 0
+        got = 0 if self.eof else _read_full(self.fd, buf[:want])
+        if got < want and not self.eof:
+            self.eof = True
+            self.reporter.warn(
+                f"{os.fsdecode(self.entry.rel)}: file shrank by {self.remaining - got} bytes; "
+                "padding with zeros"
+            )
+        padded = -(-want // EXTENT_SIZE) * EXTENT_SIZE
+        if got < padded:
+            buf[got:padded] = _ZEROS[: padded - got]
+        self.remaining -= want
+        return padded
+
+    def finish(self) -> None:
+        # One fstat tells both: a regular file grew iff its size passed what we planned.
+        st = os.fstat(self.fd)
+        if not self.eof and st.st_size > self.entry.plain_size:
+            self.reporter.warn(
+                f"{os.fsdecode(self.entry.rel)}: file grew while read; "
+                f"cut at {self.entry.plain_size} bytes"
+            )
+        elif st.st_mtime_ns != self.entry.mtime_ns:
+            self.reporter.warn(f"{os.fsdecode(self.entry.rel)}: file changed as we read it")
+
+
 class EncryptingReader:
     """Yields lower bytes for FILE entries. Chunks are views into reused buffers: consume each
     before asking for the next."""
 
-    def __init__(self, keys: KeySource, *, filenames_encrypted: bool, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        filenames_encrypted: bool,
+        reporter: Reporter,
+        parallel: bool = True,
+    ) -> None:
         self.keys = keys
         self.filenames_encrypted = filenames_encrypted
         self.reporter = reporter
-        self._in = bytearray(CHUNK)
-        self._out = bytearray(CHUNK)
+        self.parallel = parallel
+        self._buffer = bytearray(CHUNK)
+        self._helper: Coprocessor | None = None
+
+    def close(self) -> None:
+        """Stop the helper process, if one was started (also done when garbage collected)."""
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
 
     def open(self, entry: Entry) -> Iterator[Chunk] | None:
         """The entry's lower bytes, or None when its file vanished (warned; the sink skips it)."""
@@ -81,30 +141,52 @@ class EncryptingReader:
                 material.packets,
                 filenames_encrypted=self.filenames_encrypted,
             )
-            fek, iv = material.fek, root_iv(material.fek)
-            src, dst = memoryview(self._in), memoryview(self._out)
-            remaining, index, eof = entry.plain_size, 0, False
-            while remaining > 0:
-                want = min(CHUNK, remaining)
-                got = 0 if eof else _read_full(fd, src[:want])
-                if got < want and not eof:
-                    eof = True
-                    self.reporter.warn(
-                        f"{os.fsdecode(entry.rel)}: file shrank by {remaining - got} bytes; "
-                        "padding with zeros"
-                    )
-                padded = -(-want // EXTENT_SIZE) * EXTENT_SIZE
-                if got < padded:
-                    src[got:padded] = _ZEROS[: padded - got]
-                encrypt_extents(fek, iv, index, src[:padded], dst[:padded])
-                yield dst[:padded]
-                index += padded // EXTENT_SIZE
-                remaining -= want
-            if not eof and os.read(fd, 1):
-                self.reporter.warn(
-                    f"{os.fsdecode(entry.rel)}: file grew while read; cut at {entry.plain_size} bytes"
-                )
-            elif os.fstat(fd).st_mtime_ns != entry.mtime_ns:
-                self.reporter.warn(f"{os.fsdecode(entry.rel)}: file changed as we read it")
+            source = _Plaintext(fd, entry, self.reporter)
+            fek = material.fek
+            if self.parallel and entry.plain_size > SLOT_SIZE:
+                yield from self._encrypt_in_helper(source, fek)
+            else:
+                yield from self._encrypt_here(source, fek)
+            source.finish()
         finally:
             os.close(fd)
+
+    def _encrypt_here(self, source: _Plaintext, fek: bytes) -> Iterator[Chunk]:
+        buf = memoryview(self._buffer)
+        iv = root_iv(fek)
+        index = 0
+        while padded := source.fill(buf):
+            view = buf[:padded]
+            encrypt_extents(fek, iv, index, view, view)
+            yield view
+            index += padded // EXTENT_SIZE
+
+    def _encrypt_in_helper(self, source: _Plaintext, fek: bytes) -> Iterator[Chunk]:
+        """Keep the helper busy: read the next slots while it encrypts, yield in order."""
+        if self._helper is None:
+            self._helper = Coprocessor()
+        helper = self._helper
+        iv = root_iv(fek)
+        free = list(range(SLOTS))
+        busy: deque[tuple[int, int]] = deque()  # (slot, length) in request order
+        index = 0
+        try:
+            while True:
+                while free and source.remaining > 0:
+                    slot = free.pop()
+                    padded = source.fill(helper.slots[slot])
+                    helper.submit(slot, padded, fek, iv, index)
+                    busy.append((slot, padded))
+                    index += padded // EXTENT_SIZE
+                if not busy:
+                    return
+                slot, padded = busy[0]
+                helper.wait()
+                busy.popleft()
+                yield helper.slots[slot][:padded]
+                free.append(slot)
+        finally:
+            # Abandoned midway (the sink failed): collect the answers still owed, so the
+            # next file does not read them as its own.
+            for _ in busy:
+                helper.wait()

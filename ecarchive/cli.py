@@ -6,6 +6,7 @@ No format knowledge lives here: it wires the planner, the reader and the sinks t
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 from collections.abc import Sequence
@@ -247,6 +248,18 @@ def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
     return excludes
 
 
+def _key_store_excludes(args: argparse.Namespace) -> tuple[str, ...]:
+    """Never archive the key store itself: it changes while the archive is written."""
+    if not args.key_store:
+        return ()
+    store = os.path.realpath(args.key_store)
+    rel = os.path.relpath(store, os.path.realpath(args.source))
+    if rel.startswith(os.pardir):
+        return ()
+    pattern = "/" + glob.escape(rel)
+    return (pattern, pattern + "-journal")
+
+
 def _check_create_args(args: argparse.Namespace, fmt: str) -> None:
     lower = args.lower_name.encode()
     if not lower or b"/" in lower or lower in (b".", b"..", RESTORE_NAME, MANIFEST_NAME):
@@ -267,7 +280,7 @@ def cmd_create(args: argparse.Namespace, reporter: Reporter) -> None:
     capacity = parse_media(args.media) if args.media else None
     if fmt_name == "iso":
         volume_identifier(args.volume_label)  # a bad label fails before anything else
-    excludes = _excludes(args)
+    excludes = _excludes(args) + _key_store_excludes(args)
     if not args.print_size and not args.media:
         Output(args.output).check_not_terminal()
     keys = _keyset(args, confirm=True)

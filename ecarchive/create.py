@@ -81,14 +81,14 @@ def write_volume(
 ) -> None:
     """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
 
-    def read(entry: Entry) -> Iterator[Chunk] | None:
-        chunks = reader.open(entry)
+    hashed = manifest.opener(reader.open)
+
+    def open_data(entry: Entry) -> Iterator[Chunk] | None:
+        chunks = hashed(entry)
         if chunks is None:
             bar.update(entry.size)
             return None
         return _counted(chunks, bar)
-
-    open_data = manifest.opener(read)
 
     if fmt.name == "tar":
         write_tar(tuple(entries), open_data, fd)

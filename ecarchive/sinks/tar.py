@@ -12,6 +12,7 @@ names, and numbers too large for the octal fields.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable, Iterator
 
 from ..errors import OutputFailed
@@ -86,6 +87,12 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
+# name, mode, uid, gid, size, mtime, checksum, typeflag, linkname, magic+version, uname, gname,
+# devmajor, devminor, prefix; struct pads every field with NULs and the record to 512 bytes.
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
+_CHECKSUM_AT = slice(148, 156)
+
+
 def _ustar(
     name: bytes,
     prefix: bytes,
@@ -100,9 +107,9 @@ def _ustar(
     gname: bytes,
     rdev: tuple[int, int],
 ) -> bytes:
-    header = b"".join(
-        (
-            name.ljust(_NAME, b"\0"),
+    header = bytearray(
+        _USTAR.pack(
+            name,
             _octal(mode, 8),
             _octal(uid, 8),
             _octal(gid, 8),
@@ -110,17 +117,17 @@ def _ustar(
             _octal(mtime, 12),
             _CHECKSUM_BLANK,
             typeflag,
-            linkname.ljust(_LINKNAME, b"\0"),
+            linkname,
             _MAGIC,
-            uname.ljust(_OWNER, b"\0"),
-            gname.ljust(_OWNER, b"\0"),
+            uname,
+            gname,
             _octal(rdev[0], 8),
             _octal(rdev[1], 8),
-            prefix.ljust(_PREFIX, b"\0"),
+            prefix,
         )
-    ).ljust(RECORD, b"\0")
-    checksum = b"%06o\0 " % sum(header)
-    return header[:148] + checksum + header[156:]
+    )
+    header[_CHECKSUM_AT] = b"%06o\0 " % sum(header)
+    return bytes(header)
 
 
 def member_header(entry: Entry) -> bytes:

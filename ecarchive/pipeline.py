@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import select
 import struct
 import weakref
 
@@ -21,7 +22,8 @@ from .ecryptfs.extent import encrypt_extents
 from .errors import EcarchiveError
 
 SLOT_SIZE = 1 << 20  # plaintext per request; a multiple of the extent size
-SLOTS = 3  # one being written out, two being encrypted or read ahead
+SLOTS = 4  # one being written out, two queued at the helper, one encrypted here meanwhile
+IN_FLIGHT = 2  # requests queued at the helper, so it never waits for the next one
 _MAX_KEY = 32
 _IV = 16
 _REQUEST = struct.Struct(f"=BIQB{_MAX_KEY}s{_IV}s")  # slot, length, first index, key length, key, IV
@@ -113,6 +115,10 @@ class Coprocessor:
             os.write(self._requests, request)
         except OSError as e:
             raise CoprocessorFailed(f"the encrypting helper is gone: {e.strerror}") from e
+
+    def ready(self) -> bool:
+        """Whether the oldest request is done (wait() would not block)."""
+        return bool(select.select([self._answers], [], [], 0)[0])
 
     def wait(self) -> None:
         """Block until the oldest request is done."""

@@ -20,7 +20,7 @@ from .ecryptfs.header import build_header
 from .errors import Reporter
 from .keysource import KeySource
 from .model import Entry
-from .pipeline import SLOT_SIZE, SLOTS, Coprocessor
+from .pipeline import IN_FLIGHT, SLOT_SIZE, SLOTS, Coprocessor
 
 CHUNK = 1 << 20  # bytes of plaintext encrypted per call; a multiple of EXTENT_SIZE
 _ZEROS = bytes(max(CHUNK, SLOT_SIZE))
@@ -162,31 +162,51 @@ class EncryptingReader:
             index += padded // EXTENT_SIZE
 
     def _encrypt_in_helper(self, source: _Plaintext, fek: bytes) -> Iterator[Chunk]:
-        """Keep the helper busy: read the next slots while it encrypts, yield in order."""
+        """Share the extents with the helper: it always has work queued, and whenever the
+        next chunk due is still at the helper, this process encrypts a later one itself
+        instead of waiting. Chunks are yielded in file order."""
         if self._helper is None:
             self._helper = Coprocessor()
         helper = self._helper
+        slots = helper.slots
         iv = root_iv(fek)
         free = list(range(SLOTS))
-        busy: deque[tuple[int, int]] = deque()  # (slot, length) in request order
+        due: deque[tuple[int, int, bool]] = deque()  # (slot, length, at the helper) in order
+        queued = 0  # requests the helper has not answered yet
         index = 0
+
+        def fill() -> tuple[int, int, int]:
+            nonlocal index
+            slot = free.pop()
+            padded = source.fill(slots[slot])
+            first = index
+            index += padded // EXTENT_SIZE
+            return slot, padded, first
+
         try:
             while True:
-                while free and source.remaining > 0:
-                    slot = free.pop()
-                    padded = source.fill(helper.slots[slot])
-                    helper.submit(slot, padded, fek, iv, index)
-                    busy.append((slot, padded))
-                    index += padded // EXTENT_SIZE
-                if not busy:
+                while free and source.remaining > 0 and queued < IN_FLIGHT:
+                    slot, padded, first = fill()
+                    helper.submit(slot, padded, fek, iv, first)
+                    due.append((slot, padded, True))
+                    queued += 1
+                if not due:
                     return
-                slot, padded = busy[0]
-                helper.wait()
-                busy.popleft()
-                yield helper.slots[slot][:padded]
+                slot, padded, remote = due[0]
+                if remote and not helper.ready() and free and source.remaining > 0:
+                    mine, length, first = fill()
+                    view = slots[mine][:length]
+                    encrypt_extents(fek, iv, first, view, view)
+                    due.append((mine, length, False))
+                    continue
+                if remote:
+                    helper.wait()
+                    queued -= 1
+                due.popleft()
+                yield slots[slot][:padded]
                 free.append(slot)
         finally:
             # Abandoned midway (the sink failed): collect the answers still owed, so the
             # next file does not read them as its own.
-            for _ in busy:
+            for _ in range(queued):
                 helper.wait()

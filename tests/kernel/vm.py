@@ -26,6 +26,7 @@ from tests.kernel.vmsetup import GuestImage, VmUnavailable
 
 HERE = Path(__file__).parent
 GUEST_LIB = HERE / "guest_lib.sh"
+GUEST_LOOP = HERE / "guest_driver.sh"
 TREES = HERE.parent / "support" / "trees.py"
 GUEST_JOB_ROOT = "/tmp/job"
 SCRATCH_BYTES = 4 << 30  # sparse; only what the jobs write is allocated
@@ -99,41 +100,24 @@ class Boot:
 
 
 def _driver(jobs: Sequence[Job], python: str) -> str:
-    """The guest-side loop, run chrooted into the host root by /init."""
+    """The guest-side script /init runs chrooted into the host root (see guest_driver.sh)."""
     lines = [
-        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "export HOME=/tmp/home LANG=C.UTF-8 LC_ALL=C.UTF-8",
         f"export PYTHON={shlex.quote(python)} TREES={shlex.quote(str(TREES))}",
-        "mkdir -p $HOME /tmp/scratch",
-        "mount -t ext4 /dev/vda /tmp/scratch || echo 'ECARCHIVE-VM: no scratch disk'",
-        f"dmesg -c > {GUEST_JOB_ROOT}/boot-dmesg.txt",
+        f". {GUEST_JOB_ROOT}/loop.sh",
     ]
     disk = 1  # vda is the scratch disk
     for job in jobs:
-        jdir = f"{GUEST_JOB_ROOT}/jobs/{job.name}"
         images = []
         for index in range(len(job.images)):
             images.append(f"IMAGE{index}=/dev/vd{chr(ord('a') + disk)}")
             disk += 1
-        env = " ".join(
-            [f"JOB={jdir}", f"SCRATCH=/tmp/scratch/{job.name}", f"TMPD=/tmp/t/{job.name}", *images]
-        )
-        lines += [
-            f"echo 'ECARCHIVE-VM: job {job.name}'",
-            f"mkdir -p /tmp/scratch/{job.name} /tmp/t/{job.name}",
-            f"cut -d' ' -f1 /proc/uptime > {jdir}/started",
-            f"(cd {jdir} && env {env} timeout -k 5 {job.timeout} "
-            f"sh -eu -c '. {GUEST_JOB_ROOT}/lib.sh; . ./script.sh') > {jdir}/log.txt 2>&1",
-            f"echo $? > {jdir}/rc",
-            f"cut -d' ' -f1 /proc/uptime > {jdir}/ended",
-            # Undo what the job left behind so the next job starts clean: mounts
-            # (deepest first) and every key in the keyrings.
-            "awk '$2 ~ \"^/tmp/(t|scratch)/\" {print $2}' /proc/mounts | sort -r "
-            "| xargs -r -n1 umount -l",
-            "keyctl clear @u > /dev/null 2>&1; keyctl clear @s > /dev/null 2>&1",
-            f"dmesg -c > {jdir}/dmesg.txt",
-        ]
-    lines += ["sync", "umount /tmp/scratch", f"echo done > {GUEST_JOB_ROOT}/{DONE_MARKER}"]
+        lines.append(" ".join(["run_job", job.name, str(job.timeout), *images]))
+    lines += [
+        "sync",
+        "umount /tmp/scratch",
+        f"echo done > {GUEST_JOB_ROOT}/{DONE_MARKER}",
+        'say "all jobs done"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +223,7 @@ def run_jobs(
     share = workdir / "share"
     share.mkdir(parents=True)
     shutil.copyfile(GUEST_LIB, share / "lib.sh")
+    shutil.copyfile(GUEST_LOOP, share / "loop.sh")
     disks: list[tuple[Path, bool]] = [(workdir / "scratch.img", False)]
     _make_scratch(disks[0][0])
     for job in jobs:

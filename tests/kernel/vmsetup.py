@@ -28,6 +28,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "ecarchive-vm"
 KERNEL_META_PACKAGE = "linux-image-amd64"
 APT_TIMEOUT = 900
 PROBE_TIMEOUT = 20
+KERNEL_DIR = re.compile(r"^\d+\.\d+\.\d+-\d+-[a-z0-9]+$")  # 6.1.0-56-amd64
 
 # Debian package -> a file it provides; a missing file means "install the package".
 HOST_PACKAGES = {
@@ -105,24 +106,45 @@ def _run(argv: list[str], *, cwd: Path | None = None, timeout: int = APT_TIMEOUT
     return done.stdout
 
 
+def _apt(argv: list[str], *, cwd: Path | None = None) -> str:
+    """Run an apt command; on failure refresh the package lists once (root) and retry, since a
+    fresh CI image or a moved kernel ABI leaves stale lists behind."""
+    try:
+        return _run(argv, cwd=cwd)
+    except VmUnavailable:
+        if os.geteuid() != 0:
+            raise
+        _run(["apt-get", "update"])
+        return _run(argv, cwd=cwd)
+
+
+def _missing_packages() -> list[str]:
+    missing = [pkg for pkg, probe in HOST_PACKAGES.items() if not Path(probe).exists()]
+    # /bin/busybox may be the dynamically linked `busybox` package, useless in an initramfs.
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", "busybox-static"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if "install ok installed" not in status.stdout and "busybox-static" not in missing:
+        missing.append("busybox-static")
+    return missing
+
+
 def ensure_host_packages() -> None:
     """Install the missing host tools with apt (root only); never touches the host kernel."""
-    missing = [pkg for pkg, probe in HOST_PACKAGES.items() if not Path(probe).exists()]
+    missing = _missing_packages()
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise VmUnavailable(f"missing packages {missing} and cannot apt-get install as non-root")
-    env_argv = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    try:
-        _run(env_argv)
-    except VmUnavailable:
-        _run(["apt-get", "update"])
-        _run(env_argv)
+    _apt(["apt-get", "install", "-y", "--no-install-recommends", *missing])
 
 
 def _resolve_kernel_package() -> str:
     """`linux-image-6.1.0-<N>-amd64`, the current target of the meta package."""
-    out = _run(["apt-cache", "depends", KERNEL_META_PACKAGE], timeout=60)
+    out = _apt(["apt-cache", "depends", KERNEL_META_PACKAGE])
     match = re.search(r"Depends: (linux-image-[0-9][^\s]*)", out)
     if match is None:
         raise VmUnavailable(f"cannot resolve {KERNEL_META_PACKAGE}: {out!r}")
@@ -149,7 +171,7 @@ def _fetch_kernel_deb(kernels: Path) -> Path:
         return existing[-1]
     with tempfile.TemporaryDirectory(dir=kernels) as tmp:
         # _apt cannot write into root-only directories; download as root into a temp dir.
-        _run(["apt-get", "download", package], cwd=Path(tmp))
+        _apt(["apt-get", "download", package], cwd=Path(tmp))
         try:
             (deb,) = Path(tmp).glob("*.deb")
         except ValueError as exc:
@@ -233,6 +255,17 @@ def _build_initramfs(deb: Path, version: str, vmlinuz: Path, out: Path) -> None:
         partial.rename(out)
 
 
+def _prune(root: Path, current: Path, keep: set[Path]) -> None:
+    """Drop superseded kernels and initramfs images so the cache stays ~90 MB. Only touches
+    what this module made (the cache root may be a shared directory)."""
+    for path in [*root.glob("kernels/linux-image-*.deb"), *current.glob("initramfs-*.cpio.gz")]:
+        if path not in keep:
+            path.unlink(missing_ok=True)
+    for path in root.iterdir():
+        if path != current and KERNEL_DIR.match(path.name) and (path / "vmlinuz").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _probe_kvm(image: GuestImage) -> str:
     """'kvm' only if a stock Debian kernel really boots under KVM here, else 'tcg'.
 
@@ -290,6 +323,7 @@ def _prepare() -> GuestImage:
         initramfs = kdir / f"initramfs-{_initramfs_key(version)}.cpio.gz"
         if not initramfs.exists() or not vmlinuz.exists():
             _build_initramfs(deb, version, vmlinuz, initramfs)
+            _prune(root, kdir, keep={deb, initramfs})
         forced = os.environ.get(ACCEL_ENV)
         image = GuestImage(version, vmlinuz, initramfs, forced or "tcg")
         if forced:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import OutputFailed
 from ..model import Entry, Kind
@@ -43,6 +45,9 @@ _MAX_OCTAL_11 = 0o77777777777
 _PAX_NAME_TAIL = 80  # bytes of the member's base name kept in its extended header's name
 _CHECKSUM_BLANK = b" " * 8
 _MAGIC = b"ustar\x0000"
+_OWNER_CACHE = 1024  # distinct (mode, uid, gid, user, group) combinations kept rendered
+_ZERO_RECORD = bytes(RECORD)
+_ZERO_DEVICE = b"0000000\0"
 
 
 def _describe(e: OSError) -> str:
@@ -93,26 +98,54 @@ _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s12x")
 _CHECKSUM_AT = slice(148, 156)
 
 
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    """The mode and owner fields of a header, rendered once per distinct owner and mode."""
+
+    fields: tuple[bytes, bytes, bytes, bytes, bytes]  # mode, uid, gid, uname, gname
+    records: bytes  # pax records for what the fields cannot hold
+
+
+@lru_cache(maxsize=_OWNER_CACHE)
+def _owner(mode: int, uid: int, gid: int, uname_text: str, gname_text: str) -> _Owner:
+    records: list[bytes] = []
+    if uid > _MAX_OCTAL_7:
+        records.append(_record(b"uid", b"%d" % uid))
+    if gid > _MAX_OCTAL_7:
+        records.append(_record(b"gid", b"%d" % gid))
+    uname = uname_text.encode(errors="surrogateescape")
+    gname = gname_text.encode(errors="surrogateescape")
+    if len(uname) > _OWNER or not uname.isascii():
+        records.append(_record(b"uname", uname))
+    if len(gname) > _OWNER or not gname.isascii():
+        records.append(_record(b"gname", gname))
+    fields = (
+        _octal(mode & _MAX_OCTAL_7, 8),
+        _octal(min(uid, _MAX_OCTAL_7), 8),
+        _octal(min(gid, _MAX_OCTAL_7), 8),
+        uname[:_OWNER] if uname.isascii() else b"",
+        gname[:_OWNER] if gname.isascii() else b"",
+    )
+    return _Owner(fields, b"".join(records))
+
+
 def _ustar(
     name: bytes,
     prefix: bytes,
     typeflag: bytes,
-    mode: int,
-    uid: int,
-    gid: int,
+    owner: _Owner,
     size: int,
     mtime: int,
     linkname: bytes,
-    uname: bytes,
-    gname: bytes,
-    rdev: tuple[int, int],
+    rdev: tuple[bytes, bytes] = (_ZERO_DEVICE, _ZERO_DEVICE),
 ) -> bytes:
+    mode, uid, gid, uname, gname = owner.fields
     header = bytearray(
         _USTAR.pack(
             name,
-            _octal(mode, 8),
-            _octal(uid, 8),
-            _octal(gid, 8),
+            mode,
+            uid,
+            gid,
             _octal(size, 12),
             _octal(mtime, 12),
             _CHECKSUM_BLANK,
@@ -121,8 +154,8 @@ def _ustar(
             _MAGIC,
             uname,
             gname,
-            _octal(rdev[0], 8),
-            _octal(rdev[1], 8),
+            rdev[0],
+            rdev[1],
             prefix,
         )
     )
@@ -130,9 +163,17 @@ def _ustar(
     return bytes(header)
 
 
+def _mtime_record(mtime_ns: int) -> bytes:
+    sign, whole = ("-", -mtime_ns) if mtime_ns < 0 else ("", mtime_ns)
+    s, ns = divmod(whole, _NS)
+    return _record(b"mtime", f"{sign}{s}.{ns:09d}".rstrip("0").rstrip(".").encode())
+
+
 def member_header(entry: Entry) -> bytes:
     """The header records of one member: an optional pax extended header, then the ustar one."""
-    path = entry.path + b"/" if entry.kind is Kind.DIR else entry.path
+    kind = entry.kind
+    path = entry.path + b"/" if kind is Kind.DIR else entry.path
+    owner = _owner(entry.mode, entry.uid, entry.gid, entry.uname, entry.gname)
     records: list[bytes] = []
     split = _split_path(path)
     if split is None:
@@ -141,69 +182,31 @@ def member_header(entry: Entry) -> bytes:
         records.append(_record(b"path", path))
         split = b"", path[-_NAME:]
     prefix, name = split
-    link = entry.link_target if entry.kind in (Kind.SYMLINK, Kind.HARDLINK) else b""
+    link = entry.link_target if kind is Kind.SYMLINK or kind is Kind.HARDLINK else b""
     if len(link) > _LINKNAME:
         records.append(_record(b"linkpath", link))
         link = link[:_LINKNAME]
-    size = entry.size if entry.kind is Kind.FILE else 0
+    size = entry.size if kind is Kind.FILE else 0
     if size > _MAX_OCTAL_11:
         records.append(_record(b"size", b"%d" % size))
+        size = _MAX_OCTAL_11
     sec, nsec = divmod(entry.mtime_ns, _NS)
     if nsec or not 0 <= sec <= _MAX_OCTAL_11:
-        sign, whole = ("-", -entry.mtime_ns) if entry.mtime_ns < 0 else ("", entry.mtime_ns)
-        s, ns = divmod(whole, _NS)
-        text = f"{sign}{s}.{ns:09d}".rstrip("0").rstrip(".")
-        records.append(_record(b"mtime", text.encode()))
-    uid, gid = entry.uid, entry.gid
-    if uid > _MAX_OCTAL_7:
-        records.append(_record(b"uid", b"%d" % uid))
-    if gid > _MAX_OCTAL_7:
-        records.append(_record(b"gid", b"%d" % gid))
-    uname, gname = entry.uname.encode(errors="surrogateescape"), entry.gname.encode(
-        errors="surrogateescape"
-    )
-    if len(uname) > _OWNER or not uname.isascii():
-        records.append(_record(b"uname", uname))
-    if len(gname) > _OWNER or not gname.isascii():
-        records.append(_record(b"gname", gname))
-    rdev = (
-        (os.major(entry.rdev), os.minor(entry.rdev))
-        if entry.kind in (Kind.CHAR, Kind.BLOCK)
-        else (0, 0)
-    )
-    ustar = _ustar(
-        name,
-        prefix,
-        _TYPEFLAG[entry.kind],
-        entry.mode & _MAX_OCTAL_7,
-        min(uid, _MAX_OCTAL_7),
-        min(gid, _MAX_OCTAL_7),
-        min(size, _MAX_OCTAL_11),
-        min(max(sec, 0), _MAX_OCTAL_11),
-        link,
-        uname[:_OWNER] if uname.isascii() else b"",
-        gname[:_OWNER] if gname.isascii() else b"",
-        rdev,
-    )
+        records.append(_mtime_record(entry.mtime_ns))
+        sec = min(max(sec, 0), _MAX_OCTAL_11)
+    if owner.records:
+        records.append(owner.records)
+    if kind is Kind.CHAR or kind is Kind.BLOCK:
+        rdev = (_octal(os.major(entry.rdev), 8), _octal(os.minor(entry.rdev), 8))
+        ustar = _ustar(name, prefix, _TYPEFLAG[kind], owner, size, sec, link, rdev)
+    else:
+        ustar = _ustar(name, prefix, _TYPEFLAG[kind], owner, size, sec, link)
     if not records:
         return ustar
     data = b"".join(records)
     base = entry.path.rsplit(b"/", 1)[-1][-_PAX_NAME_TAIL:]
-    pax = _ustar(
-        b"PaxHeader/" + base,
-        b"",
-        b"x",
-        entry.mode & _MAX_OCTAL_7,
-        min(uid, _MAX_OCTAL_7),
-        min(gid, _MAX_OCTAL_7),
-        len(data),
-        min(max(sec, 0), _MAX_OCTAL_11),
-        b"",
-        uname[:_OWNER] if uname.isascii() else b"",
-        gname[:_OWNER] if gname.isascii() else b"",
-        (0, 0),
-    )
-    return pax + data + bytes(-len(data) % RECORD) + ustar
+    pax = _ustar(b"PaxHeader/" + base, b"", b"x", owner, len(data), sec, b"")
+    return b"".join((pax, data, _ZERO_RECORD[: -len(data) % RECORD], ustar))
 
 
 class _Output:

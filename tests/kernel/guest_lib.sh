@@ -3,7 +3,7 @@
 #   $SCRATCH  an empty directory on the fresh ext4 disk (lower trees go here: xattrs work and
 #             ext4's lost+found stays out of the view)
 #   $TMPD     an empty directory on tmpfs (mount points)
-#   $PYTHON   a python3 able to run $TREES (tests/support/trees.py, stdlib only)
+#   $PYTHON   a python3 able to run $TREES (a copy of tests/support/trees.py, stdlib only)
 #   $IMAGE0.. block devices of the job's read-only images, in the order given
 
 # Add the passphrase key(s) to the user keyring, with an empty HOME so no ~/.ecryptfsrc salt

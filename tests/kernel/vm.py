@@ -13,6 +13,7 @@ attributed to the job that caused it. Keys and leftover mounts are cleared betwe
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import shutil
@@ -35,6 +36,7 @@ BOOT_ALLOWANCE = 120  # seconds on top of the jobs' own timeouts (slow TCG boots
 DEFAULT_JOB_TIMEOUT = 300
 JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 DONE_MARKER = "all-jobs-done"
+MAX_DISKS = 26  # /dev/vda../dev/vdz
 
 
 class VmError(RuntimeError):
@@ -74,9 +76,9 @@ class JobResult:
 
         `part`: the slice saved by `checkpoint PART` in the job; default the job's tail.
         """
-        text = self.dmesg if part is None else _read(self.dir / f"dmesg-{part}.txt")
         if part is not None and not (self.dir / f"dmesg-{part}.txt").exists():
             raise AssertionError(f"job {self.name} never reached checkpoint {part}")
+        text = self.dmesg if part is None else _read(self.dir / f"dmesg-{part}.txt")
         return [line for line in text.splitlines() if "ecryptfs" in line.lower()]
 
     def describe(self) -> str:
@@ -102,10 +104,12 @@ class Boot:
 def _driver(jobs: Sequence[Job], python: str) -> str:
     """The guest-side script /init runs chrooted into the host root (see guest_driver.sh)."""
     lines = [
-        f"export PYTHON={shlex.quote(python)} TREES={shlex.quote(str(TREES))}",
+        f"export PYTHON={shlex.quote(python)} TREES={GUEST_JOB_ROOT}/trees.py",
         f". {GUEST_JOB_ROOT}/loop.sh",
     ]
     disk = 1  # vda is the scratch disk
+    if disk + sum(len(job.images) for job in jobs) > MAX_DISKS:
+        raise ValueError(f"at most {MAX_DISKS - 1} images per boot (vdb..vdz)")
     for job in jobs:
         images = []
         for index in range(len(job.images)):
@@ -182,6 +186,15 @@ def _make_scratch(path: Path) -> None:
         raise VmUnavailable(f"mkfs.ext4 failed: {done.stderr}")
 
 
+def _guest_python() -> str:
+    """This interpreter as the guest can reach it: the guest has its own tmpfs on /tmp, so a
+    virtualenv there is invisible; its real (base) interpreter usually is not."""
+    for candidate in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
+        if not candidate.startswith("/tmp/") and Path(candidate).exists():
+            return candidate
+    raise VmUnavailable(f"no python3 outside /tmp for the guest (have {sys.executable})")
+
+
 def _copy_input(src: Path, dst: Path) -> None:
     """Files are copied; directories with `cp -a` (hard links, fifos, modes, times)."""
     if not src.is_dir():
@@ -224,6 +237,7 @@ def run_jobs(
     share.mkdir(parents=True)
     shutil.copyfile(GUEST_LIB, share / "lib.sh")
     shutil.copyfile(GUEST_LOOP, share / "loop.sh")
+    shutil.copyfile(TREES, share / "trees.py")
     disks: list[tuple[Path, bool]] = [(workdir / "scratch.img", False)]
     _make_scratch(disks[0][0])
     for job in jobs:
@@ -233,7 +247,7 @@ def run_jobs(
         for name, src in job.inputs.items():
             _copy_input(src, jdir / name)
         disks += [(img, True) for img in job.images]
-    (share / "driver.sh").write_text(_driver(jobs, python or sys.executable))
+    (share / "driver.sh").write_text(_driver(jobs, python or _guest_python()))
 
     timeout = BOOT_ALLOWANCE + sum(job.timeout + 10 for job in jobs)
     started = time.monotonic()

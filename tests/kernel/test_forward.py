@@ -119,3 +119,14 @@ def test_kernel_mounts_ecarchive_tar(
     view = guest_snapshot(result)
     assert compare(state.source, view, mtime="s", hardlinks=True, owners=True) == []
     assert result.ecryptfs_dmesg() == [], result.describe()
+
+
+@pytest.mark.parametrize("case", CASES[:1], ids=lambda c: c.name)
+def test_kernel_shows_nanosecond_mtimes(
+    forward: tuple[Forward, dict[str, JobResult]], case: Case
+) -> None:
+    """The kernel reports the lower inode's mtime at full precision, so a pax archive that
+    keeps nanoseconds shows them through the mount (stricter than the seconds contract)."""
+    state, results = forward
+    view = guest_snapshot(results[case.name])
+    assert compare(state.source, view, mtime="ns") == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import gc
 import mmap
 import os
 import select
@@ -202,6 +203,10 @@ def _unpack_batch(payload: bytes, count: int) -> list[SmallFile]:
 
 
 def _child(requests: int, answers: int, memory: mmap.mmap) -> None:
+    # The parent's heap is shared copy-on-write; a collection would touch every object in it
+    # and copy those pages. The loop makes no reference cycles worth collecting.
+    gc.disable()
+    gc.freeze()
     # Hold no descriptor of the parent's: a pipe reader waiting for EOF on the archive must
     # not wait for this process too.
     null = os.open(_NULL, os.O_RDWR)

@@ -214,21 +214,26 @@ class _Output:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._buffer = bytearray()
+        self._buffer = memoryview(bytearray(BLOCK_SIZE))  # allocated once, never resized
+        self._used = 0
 
     def add(self, data: Chunk) -> None:
-        if len(data) >= _DIRECT_WRITE:
-            self._write_all([self._buffer, data] if self._buffer else [data])
-            self._buffer.clear()
+        n = len(data)
+        used = self._used
+        if n >= _DIRECT_WRITE:
+            self._write_all([self._buffer[:used], data] if used else [data])
+            self._used = 0
             return
-        self._buffer += data
-        if len(self._buffer) >= BLOCK_SIZE:
+        if used + n > BLOCK_SIZE:
             self.flush()
+            used = 0
+        self._buffer[used : used + n] = data
+        self._used = used + n
 
     def flush(self) -> None:
-        if self._buffer:
-            self._write_all([self._buffer])
-            self._buffer.clear()
+        if self._used:
+            self._write_all([self._buffer[: self._used]])
+            self._used = 0
 
     def _write_all(self, pieces: list[Chunk]) -> None:
         views = [memoryview(p).cast("B") for p in pieces]

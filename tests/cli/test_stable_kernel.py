@@ -23,8 +23,13 @@ from tests.support.trees import Record, compare, make_case_tree, snapshot
 pytestmark = pytest.mark.kernel
 
 
+# The guest hides the host's /tmp behind its own tmpfs, and a CI checkout may live there:
+# the package travels into the job directory instead of being imported from REPO.
+PACKAGE = {"ecarchive": REPO / "ecarchive"}
+
+
 def _verify_line(target: str) -> str:
-    env = f"PYTHONPATH={shlex.quote(str(REPO))} ECARCHIVE_PASSPHRASE={shlex.quote(PASSPHRASE)}"
+    env = f'PYTHONPATH="$JOB" ECARCHIVE_PASSPHRASE={shlex.quote(PASSPHRASE)}'
     return (
         f"rc=0; env {env} {shlex.quote(sys.executable)} -m ecarchive verify {target} "
         f'> "$JOB/verify.txt" 2>&1 || rc=$?; echo $rc > "$JOB/verify.rc"'
@@ -74,8 +79,8 @@ def booted(
         ]
     )
     jobs = [
-        Job("stable-tar", tar_script + "\n", inputs={"archive.tar": tar}, timeout=240),
-        Job("stable-iso", iso_script + "\n", images=[iso], timeout=240),
+        Job("stable-tar", tar_script + "\n", inputs={"archive.tar": tar, **PACKAGE}, timeout=240),
+        Job("stable-iso", iso_script + "\n", inputs=PACKAGE, images=[iso], timeout=240),
     ]
     boot = run_in_guest(jobs, work / "vm")
     print(boot.summary())

@@ -81,7 +81,13 @@ def write_volume(
 ) -> None:
     """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
 
-    hashed = manifest.opener(reader.open)
+    def read(entry: Entry) -> Iterator[Chunk] | None:
+        chunks = reader.open(entry)
+        if chunks is None and fmt.name == "iso":
+            return reader.zero_filled(entry)  # the image's layout already holds its extent
+        return chunks
+
+    hashed = manifest.opener(read)
 
     def open_data(entry: Entry) -> Iterator[Chunk] | None:
         chunks = hashed(entry)
@@ -90,6 +96,7 @@ def write_volume(
             return None
         return _counted(chunks, bar)
 
+    reader.expect(entries)  # small files are read and encrypted ahead in the helper
     if fmt.name == "tar":
         write_tar(tuple(entries), open_data, fd)
         return

@@ -197,6 +197,15 @@ class EncryptingReader:
             return None
         return self._stream(entry, fd)
 
+    def zero_filled(self, entry: Entry) -> Iterator[Chunk]:
+        """A valid lower file of the planned size holding zeros: what an image whose layout is
+        fixed stores for a file that could not be read after the plan (the opener warned)."""
+        material = self.keys.material(entry)
+        yield self._header(entry, material)
+        nothing = _Plaintext(-1, entry, self.reporter)
+        nothing.eof = True  # fill() then pads every chunk with zeros, without a second warning
+        yield from self._encrypt_here(nothing, material.fek)
+
     # -- small files read ahead -----------------------------------------------------------
 
     def _prepared(self, entry: Entry) -> _Batch | None:

@@ -1,0 +1,84 @@
+"""A file that vanishes between the pre-scan and its turn: tar leaves it out, ISO keeps a
+valid (zero-filled) eCryptfs file in the extent its layout already reserved."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from ecarchive.create import Format, write_volume
+from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
+from ecarchive.ecryptfs.names import encrypt_name
+from ecarchive.errors import Reporter
+from ecarchive.keysource import FreshKeys
+from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
+from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.reader import EncryptingReader
+from ecarchive.restore import restore_archive
+from tests.cli.conftest import PASSPHRASE, run_cli
+
+KEYS = derive_keyset(PASSPHRASE.encode(), FnekMode.SEPARATE)
+
+
+@pytest.mark.parametrize("fmt_name", ["tar", "iso"])
+def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "gone.bin").write_bytes(os.urandom(10_000))
+    (src / "kept.bin").write_bytes(b"kept\n")
+    reporter = Reporter(stream=io.StringIO())
+    assert KEYS.fnek is not None
+    fnek = KEYS.fnek
+    plan = build_plan(
+        PlanOptions(
+            source=os.fsencode(src),
+            names_encrypted=True,
+            encrypt=lambda n: encrypt_name(n, fnek, 16),
+            top_files=((b"RESTORE.txt", b"restore me\n"),),
+        ),
+        reporter,
+    )
+    facts = Facts(
+        cipher="aes",
+        key_bytes=16,
+        file_sig=KEYS.file_key.sig_hex,
+        fnek_sig=fnek.sig_hex,
+        lower_root=plan.lower_root,
+        created_ns=0,
+    )
+    entries = append_manifest(plan.entries, facts)
+    fmt = Format(fmt_name, "TEST", 0)
+    expected_size = fmt.size(entries)
+    (src / "gone.bin").unlink()
+    reader = EncryptingReader(
+        FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter
+    )
+    out = tmp_path / f"a.{fmt_name}"
+    from tqdm import tqdm
+
+    with open(out, "wb") as f:
+        write_volume(
+            entries,
+            fmt,
+            reader,
+            f.fileno(),
+            tqdm(disable=True),
+            reporter,
+            ManifestBuilder(entries, facts, KEYS.file_key),
+        )
+    assert reporter.exit_code == 1
+    assert any("gone.bin: file removed before we read it" in w for w in reporter.warnings)
+    if fmt_name == "iso":
+        assert out.stat().st_size == expected_size
+    dest = tmp_path / "out"
+    restore_archive(str(out), str(dest), PASSPHRASE.encode(), Reporter(stream=io.StringIO()))
+    assert (dest / "kept.bin").read_bytes() == b"kept\n"
+    if fmt_name == "iso":
+        assert (dest / "gone.bin").read_bytes() == bytes(10_000)
+    else:
+        assert not (dest / "gone.bin").exists()
+    r = run_cli(["verify", str(out)])
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()

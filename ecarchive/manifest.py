@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -89,8 +90,11 @@ class Facts:
     volumes: int = 1
 
 
+_UNPLAIN = re.compile(rb"[^!-$&-~]")  # every byte outside _PLAIN
+
+
 def escape(raw: bytes) -> bytes:
-    return b"".join(bytes([b]) if b in _PLAIN else b"%%%02X" % b for b in raw)
+    return _UNPLAIN.sub(lambda m: b"%%%02X" % m[0][0], raw)
 
 
 def unescape(text: bytes) -> bytes:

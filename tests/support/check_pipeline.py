@@ -1,6 +1,6 @@
 """Byte-for-byte check of the fast paths of `EncryptingReader` against the plain one.
 
-    python benchmarks/check_pipeline.py [TREE ...]
+    python tests/support/check_pipeline.py [TREE ...]   (tests/interop/test_pipeline.py runs it)
 
 With deterministic key material (a FreshKeys whose FEK is derived from the member path), the
 tar written (a) in this process only, (b) with the helper process for large files and
@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ecarchive import pipeline
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset

@@ -10,10 +10,7 @@ parse_tag_11_packet, decrypt_passphrase_encrypted_session_key.
 from __future__ import annotations
 
 import struct
-import threading
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from .constants import (
     AES_BLOCK,
@@ -43,6 +40,7 @@ from .constants import (
     TAG_11_FORMAT_BINARY,
     TAG_11_PACKET,
 )
+from .ecb import ecb
 from .keys import KeyringKey
 from .packets import PacketError, decode_length, encode_length
 
@@ -51,41 +49,10 @@ _AES192_KEY_BYTES = 24
 _AES192_EFEK_BYTES = 32  # write_tag_3_packet pads the 24-byte AES key to 32 bytes
 _TAG_11_BODY = 1 + 1 + len(TAG_11_FILENAME) + len(TAG_11_DATE) + SIG_SIZE
 _TAG_3_FIXED_BODY = 1 + 1 + 1 + 1 + SALT_SIZE + 1  # version, cipher, s2k, hash, salt, count
-_MAX_CACHED_KEYS = 8
 
 
 class HeaderError(ValueError):
     """The lower file does not start with an eCryptfs header the kernel would accept."""
-
-
-class _EcbContexts(threading.local):
-    """One ECB context per (key, direction) and thread, reused for every call.
-
-    Building a Cipher costs ~11 µs, more than wrapping a key or a name; ECB over whole blocks
-    keeps no state between update() calls, so one context serves all of them.
-    """
-
-    def __init__(self) -> None:
-        self.contexts: dict[tuple[bytes, bool], CipherContext] = {}
-
-    def get(self, key: bytes, decrypt: bool) -> CipherContext:
-        ctx = self.contexts.get((key, decrypt))
-        if ctx is None:
-            if len(self.contexts) >= _MAX_CACHED_KEYS:
-                self.contexts.clear()
-            cipher = Cipher(algorithms.AES(key), modes.ECB())
-            ctx = cipher.decryptor() if decrypt else cipher.encryptor()
-            self.contexts[(key, decrypt)] = ctx
-        return ctx
-
-
-_ecb_contexts = _EcbContexts()
-
-
-def _ecb(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    if len(data) % AES_BLOCK:
-        raise ValueError(f"ECB input of {len(data)} bytes is not a whole number of blocks")
-    return _ecb_contexts.get(key, decrypt).update(data)
 
 
 def wrap_fek(fek: bytes, key: KeyringKey) -> bytes:
@@ -93,7 +60,7 @@ def wrap_fek(fek: bytes, key: KeyringKey) -> bytes:
     if len(fek) not in AES_CODES:
         raise ValueError(f"unsupported AES key size {len(fek)}")
     data = fek + b"\0" * (_AES192_EFEK_BYTES - len(fek)) if len(fek) == _AES192_KEY_BYTES else fek
-    return _ecb(key.prefix(len(fek)), data, decrypt=False)
+    return ecb(key.prefix(len(fek)), data, decrypt=False)
 
 
 def wrap_feks(feks: bytes, fek_len: int, key: KeyringKey) -> bytes:
@@ -103,13 +70,13 @@ def wrap_feks(feks: bytes, fek_len: int, key: KeyringKey) -> bytes:
         raise ValueError(f"{len(feks)} bytes are not a whole number of {fek_len}-byte keys")
     if fek_len == _AES192_KEY_BYTES:
         return b"".join(wrap_fek(feks[i : i + fek_len], key) for i in range(0, len(feks), fek_len))
-    return _ecb(key.prefix(fek_len), feks, decrypt=False)
+    return ecb(key.prefix(fek_len), feks, decrypt=False)
 
 
 def unwrap_fek(efek: bytes, cipher_code: int, key: KeyringKey) -> bytes:
     """decrypt_passphrase_encrypted_session_key: key size from the code for AES-192, else len(EFEK)."""
     key_size = _AES192_KEY_BYTES if cipher_code == AES_CODES[_AES192_KEY_BYTES] else len(efek)
-    return _ecb(key.prefix(key_size), efek, decrypt=True)[:key_size]
+    return ecb(key.prefix(key_size), efek, decrypt=True)[:key_size]
 
 
 def key_packets(efek: bytes, key_bytes: int, sig: bytes, salt: bytes = DEFAULT_SALT) -> bytes:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 from functools import lru_cache
-
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from .constants import (
     AES_BLOCK,
@@ -25,11 +22,11 @@ from .constants import (
     SIG_SIZE,
     TAG_70_PACKET,
 )
+from .ecb import ecb
 from .keys import KeyringKey
 from .packets import PacketError, decode_length, encode_length
 
 _ZERO_PREFIX_SUBSTITUTE = 0x42  # write_tag_70_packet never puts a 0x00 into the prefix
-_MAX_CACHED_KEYS = 8
 # The eCryptfs filename encoding is base64's bit layout over another alphabet, so the C base64
 # codec plus a byte translation does the work of a per-character Python loop.
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -81,43 +78,13 @@ def decode_from_filename(text: bytes) -> bytes:
     return base64.b64decode(std)[: len(text) * _BITS_PER_CHAR // _BITS_PER_BYTE]
 
 
-class _EcbContexts(threading.local):
-    """One ECB context per (key, direction) and thread, reused for every call.
-
-    Building a Cipher costs ~11 µs, more than wrapping a key or a name; ECB over whole blocks
-    keeps no state between update() calls, so one context serves all of them.
-    """
-
-    def __init__(self) -> None:
-        self.contexts: dict[tuple[bytes, bool], CipherContext] = {}
-
-    def get(self, key: bytes, decrypt: bool) -> CipherContext:
-        ctx = self.contexts.get((key, decrypt))
-        if ctx is None:
-            if len(self.contexts) >= _MAX_CACHED_KEYS:
-                self.contexts.clear()
-            cipher = Cipher(algorithms.AES(key), modes.ECB())
-            ctx = cipher.decryptor() if decrypt else cipher.encryptor()
-            self.contexts[(key, decrypt)] = ctx
-        return ctx
-
-
-_ecb_contexts = _EcbContexts()
-
-
-def _ecb(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    if len(data) % AES_BLOCK:
-        raise ValueError(f"ECB input of {len(data)} bytes is not a whole number of blocks")
-    return _ecb_contexts.get(key, decrypt).update(data)
-
-
 def encrypt_name(name: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
     """ecryptfs_encrypt_and_encode_filename: plaintext name or symlink target → lower form."""
     if not name:
         raise ValueError("empty name")
     r = _pad_prefix_len(len(name))
     plaintext = _prefix(fnek.fekek, r - 1) + b"\0" + name
-    ciphertext = _ecb(fnek.prefix(key_bytes), plaintext, decrypt=False)
+    ciphertext = ecb(fnek.prefix(key_bytes), plaintext, decrypt=False)
     body = fnek.sig + bytes([AES_CODES[key_bytes]]) + ciphertext
     packet = bytes([TAG_70_PACKET]) + encode_length(len(body)) + body
     return FNEK_PREFIX + encode_for_filename(packet)
@@ -160,7 +127,7 @@ def decrypt_name(lower: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
     ciphertext = body[SIG_SIZE + 1 :]
     if len(ciphertext) % AES_BLOCK:
         raise NameDecodeError("tag 70 ciphertext is not a whole number of blocks")
-    plaintext = _ecb(fnek.prefix(key_bytes), ciphertext, decrypt=True)
+    plaintext = ecb(fnek.prefix(key_bytes), ciphertext, decrypt=True)
     sep = plaintext.find(b"\0")
     if sep < 0 or sep == len(plaintext) - 1:
         raise NameDecodeError("decrypted name is empty or has no separator")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import string
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from .constants import DEFAULT_SALT, MAX_PASSPHRASE_BYTES, SALT_SIZE, SIG_SIZE
+from .ecb import ecb
 from .keys import check_passphrase, derive_key
 
 WRAP_KEY_BYTES = 16  # ECRYPTFS_AES_KEY_BYTES: wrapping is always AES-128-ECB
@@ -24,12 +23,6 @@ _HEX = set(string.hexdigits.encode())
 
 class WrappedPassphraseError(ValueError):
     """The wrapped-passphrase file is malformed or the login passphrase is wrong."""
-
-
-def _ecb(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
-    return ctx.update(data) + ctx.finalize()
 
 
 def unwrap_passphrase(blob: bytes, login_passphrase: bytes, v1_salt: bytes = DEFAULT_SALT) -> bytes:
@@ -50,7 +43,7 @@ def unwrap_passphrase(blob: bytes, login_passphrase: bytes, v1_salt: bytes = DEF
     key = derive_key(login_passphrase, salt)
     if key.sig_hex.encode() != sig_hex.lower():
         raise WrappedPassphraseError("wrong login passphrase for the wrapped-passphrase file")
-    plain = _ecb(key.prefix(WRAP_KEY_BYTES), ciphertext, decrypt=True)
+    plain = ecb(key.prefix(WRAP_KEY_BYTES), ciphertext, decrypt=True)
     mount_passphrase = plain.split(b"\0", 1)[0]
     check_passphrase(mount_passphrase)
     return mount_passphrase
@@ -63,5 +56,5 @@ def wrap_passphrase_v2(mount_passphrase: bytes, login_passphrase: bytes, salt: b
         raise ValueError(f"salt must be {SALT_SIZE} bytes")
     key = derive_key(login_passphrase, salt)
     padded = mount_passphrase + b"\0" * (-len(mount_passphrase) % 16)
-    ciphertext = _ecb(key.prefix(WRAP_KEY_BYTES), padded, decrypt=False)
+    ciphertext = ecb(key.prefix(WRAP_KEY_BYTES), padded, decrypt=False)
     return VERSION_MARKER + bytes([VERSION_2]) + salt + key.sig_hex.encode() + ciphertext

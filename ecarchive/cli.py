@@ -36,20 +36,27 @@ from .volumes import parse_media
 DEFAULT_LABEL = "ECARCHIVE"
 
 PROG = "ecarchive"
-USAGE = f"""\
-{PROG} create [-o OUT|-] [options] SOURCE    stream SOURCE as a tar of eCryptfs lower files
-{PROG} restore ARCHIVE|- DEST                 decrypt an archive (tar, ISO or directory) into DEST
-{PROG} list ARCHIVE|-                         list decrypted paths, types and sizes
-{PROG} keys                                   print key signatures and the mount command
+USAGE = f"{PROG} COMMAND [options] ..."
+DESCRIPTION = f"""\
+commands:
+  {PROG} create [-o OUT|-] [options] SOURCE   stream SOURCE as a tar or ISO of eCryptfs lower files
+  {PROG} restore ARCHIVE|- DEST                decrypt an archive (tar, ISO or directory) into DEST
+  {PROG} list ARCHIVE|-                        list decrypted paths, types and sizes
+  {PROG} verify ARCHIVE|DIR                    check hashes (and, with a passphrase, the HMAC)
+  {PROG} keys                                  print key signatures and the mount command
 
-Passphrase: --passphrase-file F, --passphrase-fd N, ${ENV_VAR},
---wrapped-passphrase FILE (~/.ecryptfs/wrapped-passphrase), else asked on the terminal.
+'{PROG} COMMAND --help' lists a command's options; 'man ecarchive' has the rest.
+"""
+EPILOG = f"""\
+passphrase: --passphrase-file F, --passphrase-fd N, ${ENV_VAR},
+  --wrapped-passphrase FILE (~/.ecryptfs/wrapped-passphrase), else asked on the terminal.
 
-Examples:
+examples:
   {PROG} create ~/Documents -o docs.tar
   {PROG} create ~ --passphrase-file key.txt | ssh nas 'cat > home.tar'
   {PROG} create ~ --format iso | growisofs -Z /dev/dvd=/dev/stdin
-  {PROG} restore docs.tar ~/restored
+  {PROG} create ~ --media dvd --volume-command 'growisofs -Z /dev/dvd=/dev/stdin'
+  ssh nas 'cat home.tar' | {PROG} restore - ~/restored
 """
 
 
@@ -88,12 +95,21 @@ def _add_key_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, usage=USAGE, add_help=True, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG,
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
 
-    c = sub.add_parser("create", help="stream SOURCE as an archive of eCryptfs lower files")
+    c = sub.add_parser(
+        "create",
+        help="stream SOURCE as an archive of eCryptfs lower files",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("source", metavar="SOURCE")
     out = c.add_argument_group("output")
     out.add_argument(

@@ -299,7 +299,11 @@ def cmd_create(args: argparse.Namespace, reporter: Reporter) -> None:
     excludes = _excludes(args) + _key_store_excludes(args)
     if not args.print_size and not args.media:
         Output(args.output).check_not_terminal()
-    keys = _keyset(args, confirm=True)
+    if args.print_size:
+        # Sizes do not depend on the key (signatures and names have fixed lengths): no prompt.
+        keys = derive_keyset(b"sizes only", FnekMode(args.fnek))
+    else:
+        keys = _keyset(args, confirm=True)
     spec = MountSpec(keys=keys, key_bytes=args.key_bytes)
     fnek = keys.fnek
 

@@ -31,7 +31,7 @@ from libarchive.exception import ArchiveError
 
 from .ecryptfs.constants import MAGIC_MARKER, MARKER_BYTES, SIZE_FIELD_BYTES
 from .errors import ArchiveUnreadable, Reporter
-from .model import Kind
+from .model import KIND_OF_FILE_TYPE, Kind
 
 STDIN = "-"
 RESTORE_NAME = b"RESTORE.txt"
@@ -172,14 +172,7 @@ def _text(value_b: bytes | None, value_w: str | None) -> bytes:
 def _kind_of(filetype: int, is_hardlink: bool) -> Kind | None:
     if is_hardlink:
         return Kind.HARDLINK
-    return {
-        stat.S_IFDIR: Kind.DIR,
-        stat.S_IFREG: Kind.FILE,
-        stat.S_IFLNK: Kind.SYMLINK,
-        stat.S_IFIFO: Kind.FIFO,
-        stat.S_IFCHR: Kind.CHAR,
-        stat.S_IFBLK: Kind.BLOCK,
-    }.get(stat.S_IFMT(filetype))
+    return KIND_OF_FILE_TYPE.get(stat.S_IFMT(filetype))
 
 
 @dataclass(slots=True)
@@ -510,4 +503,3 @@ def open_lower_tree(
         raise ArchiveUnreadable(f"{source}: no such file or directory")
     with _open_archive(source) as archive:
         yield _StreamLayout(_archive_members(archive, reporter, progress), reporter)
-

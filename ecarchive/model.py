@@ -7,6 +7,7 @@ name and offset a sink needs is known before the first output byte.
 from __future__ import annotations
 
 import enum
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,6 +21,19 @@ class Kind(enum.Enum):
     FIFO = "p"
     CHAR = "c"
     BLOCK = "b"
+
+
+# The st_mode file type each kind is stored as; a HARDLINK is a further name of a regular file.
+FILE_TYPE: dict[Kind, int] = {
+    Kind.DIR: stat.S_IFDIR,
+    Kind.FILE: stat.S_IFREG,
+    Kind.HARDLINK: stat.S_IFREG,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+}
+KIND_OF_FILE_TYPE: dict[int, Kind] = {t: k for k, t in FILE_TYPE.items() if k is not Kind.HARDLINK}
 
 
 @dataclass(frozen=True, slots=True)

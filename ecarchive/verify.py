@@ -40,21 +40,13 @@ from .ecryptfs.sizes import extent_count
 from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
 from .listing import escape_path
 from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
-from .model import Kind
+from .model import KIND_OF_FILE_TYPE, Kind
 
 STDIN = "-"
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 _FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "first" may vary
 _SIZED_KINDS = (*_FILE_KINDS, Kind.SYMLINK)  # a directory's size depends on the medium
-_KIND_OF_MODE = {
-    stat.S_IFDIR: Kind.DIR,
-    stat.S_IFREG: Kind.FILE,
-    stat.S_IFLNK: Kind.SYMLINK,
-    stat.S_IFIFO: Kind.FIFO,
-    stat.S_IFCHR: Kind.CHAR,
-    stat.S_IFBLK: Kind.BLOCK,
-}
 
 
 @dataclass(slots=True)
@@ -95,7 +87,7 @@ def _archive_members(archive: Any) -> Iterator[Member]:
         if hard:
             yield Member(Kind.HARDLINK, path, entry.size or 0, target=_normal(hard))
             continue
-        kind = _KIND_OF_MODE.get(stat.S_IFMT(entry.filetype))
+        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(entry.filetype))
         if kind is None:
             continue
         member = Member(kind, path, entry.size or 0, group=path)
@@ -134,7 +126,7 @@ def _dir_members(root: bytes, reporter: Reporter) -> Iterator[Member]:
         except OSError as e:
             reporter.warn(f"{os.fsdecode(rel)}: cannot stat: {e.strerror}")
             continue
-        kind = _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode))
+        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(st.st_mode))
         if kind is None:
             continue
         inode = (st.st_dev, st.st_ino)
@@ -422,7 +414,7 @@ class Verifier:
         except OSError as e:
             self.problem(m.path, f"not in SOURCE: {e.strerror}")
             return
-        kind = _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode))
+        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(st.st_mode))
         wanted = Kind.FILE if m.kind is Kind.HARDLINK else m.kind
         if kind is not wanted:
             self.problem(

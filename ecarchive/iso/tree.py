@@ -7,10 +7,9 @@ are unique by construction. Real names live only in NM entries.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterable
 
-from ..model import Entry, Kind
+from ..model import FILE_TYPE, Entry, Kind
 from .encode import base36, base36_width
 
 # Linux drops NM chunks once a name would reach 254 bytes (get_rock_ridge_filename).
@@ -19,16 +18,6 @@ NAME_MAX = 253
 TARGET_MAX = 4095
 # Path table records hold a 16-bit parent number.
 DIRECTORIES_MAX = 65535
-
-_TYPE_BITS = {
-    Kind.DIR: stat.S_IFDIR,
-    Kind.FILE: stat.S_IFREG,
-    Kind.HARDLINK: stat.S_IFREG,
-    Kind.SYMLINK: stat.S_IFLNK,
-    Kind.FIFO: stat.S_IFIFO,
-    Kind.CHAR: stat.S_IFCHR,
-    Kind.BLOCK: stat.S_IFBLK,
-}
 
 
 class Node:
@@ -69,7 +58,7 @@ class Node:
 
     @property
     def mode(self) -> int:
-        return _TYPE_BITS[self.entry.kind] | self.entry.mode
+        return FILE_TYPE[self.entry.kind] | self.entry.mode
 
     @property
     def nlink(self) -> int:

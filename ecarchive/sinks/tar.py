@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import stat
 from collections.abc import Callable, Iterator
 
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
 from ..errors import OutputFailed
-from ..model import Entry, Kind
+from ..model import FILE_TYPE, Entry, Kind
 
 # libarchive-c's copy_link picks symlink vs hard link from flags we cannot set; call the
 # explicit setters of libarchive itself.
@@ -30,16 +29,6 @@ _copy_hardlink.restype = None
 
 Opener = Callable[[Entry], "Iterator[bytes | bytearray | memoryview] | None"]
 BLOCK_SIZE = 1 << 20  # libarchive's default 10 KiB blocks cost a third of the pipe throughput
-
-_FILETYPE = {
-    Kind.DIR: stat.S_IFDIR,
-    Kind.FILE: stat.S_IFREG,
-    Kind.HARDLINK: stat.S_IFREG,
-    Kind.SYMLINK: stat.S_IFLNK,
-    Kind.FIFO: stat.S_IFIFO,
-    Kind.CHAR: stat.S_IFCHR,
-    Kind.BLOCK: stat.S_IFBLK,
-}
 
 
 def _describe(e: Exception) -> str:
@@ -72,7 +61,7 @@ class TarWriter:
         """Write one member; returns the data bytes written (entry.size for FILE)."""
         e = ffi.entry_clear(self._entry)
         ffi.entry_copy_pathname(e, entry.path)
-        ffi.entry_set_filetype(e, _FILETYPE[entry.kind])
+        ffi.entry_set_filetype(e, FILE_TYPE[entry.kind])
         ffi.entry_set_perm(e, entry.mode)
         ffi.entry_set_uid(e, entry.uid)
         ffi.entry_set_gid(e, entry.gid)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 import stat
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -68,8 +68,7 @@ class Plan:
     entries: tuple[Entry, ...]
     lower_root: bytes  # e.g. b"Private"
     problems: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    data_bytes: int = field(default=0)  # sum of Entry.size over the plan
+    data_bytes: int = 0  # sum of Entry.size over the plan
 
 
 class Body(Protocol):
@@ -77,6 +76,3 @@ class Body(Protocol):
 
     def __call__(self, entry: Entry) -> Iterator[bytes | bytearray | memoryview]: ...
 
-
-def total_data(entries: Iterable[Entry]) -> int:
-    return sum(e.size for e in entries)

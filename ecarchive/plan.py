@@ -11,7 +11,7 @@ import grp
 import os
 import pwd
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -266,6 +266,3 @@ def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
         data_bytes=sum(e.size for e in entries),
     )
 
-
-def iter_files(plan: Plan) -> Iterator[Entry]:
-    return (e for e in plan.entries if e.kind is Kind.FILE)

@@ -94,20 +94,8 @@ def is_encrypted_name(lower: bytes) -> bool:
     return len(lower) > len(FNEK_PREFIX) and lower.startswith(FNEK_PREFIX)
 
 
-def name_sig(lower: bytes) -> bytes:
-    """The FNEK sig a lower name was encrypted with (to pick the key before decrypting)."""
-    packet = decode_from_filename(lower[len(FNEK_PREFIX) :])
-    if not packet or packet[0] != TAG_70_PACKET:
-        raise NameDecodeError("not a tag 70 packet")
-    try:
-        _, used = decode_length(packet, 1)
-    except PacketError as e:
-        raise NameDecodeError(str(e)) from e
-    return packet[1 + used : 1 + used + SIG_SIZE]
-
-
-def decrypt_name(lower: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
-    """ecryptfs_decode_and_decrypt_filename + ecryptfs_parse_tag_70_packet."""
+def _tag70_body(lower: bytes) -> bytes:
+    """ecryptfs_parse_tag_70_packet up to the body: FNEK sig, cipher code, ciphertext."""
     if not is_encrypted_name(lower):
         raise NameDecodeError("name lacks the ECRYPTFS_FNEK_ENCRYPTED. prefix")
     packet = decode_from_filename(lower[len(FNEK_PREFIX) :])
@@ -120,6 +108,17 @@ def decrypt_name(lower: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
     body = packet[1 + used : 1 + used + length]
     if len(body) != length or length <= SIG_SIZE + 1:
         raise NameDecodeError("truncated tag 70 packet")
+    return body
+
+
+def name_sig(lower: bytes) -> bytes:
+    """The FNEK sig a lower name was encrypted with (to pick the key before decrypting)."""
+    return _tag70_body(lower)[:SIG_SIZE]
+
+
+def decrypt_name(lower: bytes, fnek: KeyringKey, key_bytes: int) -> bytes:
+    """ecryptfs_decode_and_decrypt_filename + ecryptfs_parse_tag_70_packet."""
+    body = _tag70_body(lower)
     if body[:SIG_SIZE] != fnek.sig:
         raise NameDecodeError(
             f"name was encrypted with key {body[:SIG_SIZE].hex()}, not {fnek.sig_hex}"

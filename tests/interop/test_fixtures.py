@@ -12,7 +12,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter, WrongPassphrase
 from ecarchive.restore import list_archive, restore_archive
+from tests.support.restore_stdin import restore_from_stdin
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "data" / "fixtures"
@@ -73,14 +73,18 @@ def _snapshot(root: Path) -> dict[str, Row]:
             rel = p.relative_to(root).as_posix()
             st = p.lstat()
             row: Row = dict.fromkeys(MANIFEST_FIELDS, "-")
-            row.update(path=rel, mode=f"{stat.S_IMODE(st.st_mode):04o}", mtime=str(int(st.st_mtime)))
+            row.update(
+                path=rel, mode=f"{stat.S_IMODE(st.st_mode):04o}", mtime=str(int(st.st_mtime))
+            )
             if stat.S_ISDIR(st.st_mode):
                 row["type"] = "d"
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(p)
                 row.update(type="l", size=str(len(os.fsencode(target))), nlink="1", target=target)
             else:
-                row.update(type="f", size=str(st.st_size), nlink=str(st.st_nlink), sha256=_sha256(p))
+                row.update(
+                    type="f", size=str(st.st_size), nlink=str(st.st_nlink), sha256=_sha256(p)
+                )
                 if st.st_nlink > 1:
                     row["hlgroup"] = first_of_inode.setdefault(st.st_ino, rel)
             rows[rel] = row
@@ -116,7 +120,9 @@ def test_manifest_is_not_trivial(expected: dict[str, Row]) -> None:
     assert any(r["hlgroup"] != "-" for r in expected.values())
 
 
-def test_restore_tar_matches_manifest(variant: str, tmp_path: Path, expected: dict[str, Row]) -> None:
+def test_restore_tar_matches_manifest(
+    variant: str, tmp_path: Path, expected: dict[str, Row]
+) -> None:
     reporter = _quiet()
     dest = tmp_path / "out"
     restore_archive(str(FIXTURES / f"{variant}.tar"), str(dest), PASSPHRASE, reporter)
@@ -125,7 +131,9 @@ def test_restore_tar_matches_manifest(variant: str, tmp_path: Path, expected: di
     assert _snapshot(dest) == expected
 
 
-def test_restore_extracted_directory(variant: str, tmp_path: Path, expected: dict[str, Row]) -> None:
+def test_restore_extracted_directory(
+    variant: str, tmp_path: Path, expected: dict[str, Row]
+) -> None:
     lower = _extract(FIXTURES / f"{variant}.tar", tmp_path / "lower")
     reporter = _quiet()
     restore_archive(str(lower), str(tmp_path / "out"), PASSPHRASE, reporter)
@@ -133,7 +141,9 @@ def test_restore_extracted_directory(variant: str, tmp_path: Path, expected: dic
     assert _snapshot(tmp_path / "out") == expected
 
 
-def test_restore_wrapped_layout_directory_and_stdin(tmp_path: Path, expected: dict[str, Row]) -> None:
+def test_restore_wrapped_layout_directory_and_stdin(
+    tmp_path: Path, expected: dict[str, Row]
+) -> None:
     """The layout ecarchive writes: RESTORE.txt first, then NAME/ with the lower tree."""
     wrapped = tmp_path / "wrapped"
     _extract(FIXTURES / "aes128-fnek-separate.tar", wrapped / "Private")
@@ -160,12 +170,23 @@ def test_restore_wrapped_layout_directory_and_stdin(tmp_path: Path, expected: di
 
     # a tar that lists files only: the lower directory is implied by the member paths
     members = sorted(
-        p.relative_to(wrapped).as_posix() for p in (wrapped / "Private").rglob("*") if not p.is_dir()
+        p.relative_to(wrapped).as_posix()
+        for p in (wrapped / "Private").rglob("*")
+        if not p.is_dir()
     )
     files_only = tmp_path / "files-only.tar"
     subprocess.run(
-        ["tar", "--format=pax", "--no-recursion", "-cf", str(files_only), "-C", str(wrapped),
-         "RESTORE.txt", *members],
+        [
+            "tar",
+            "--format=pax",
+            "--no-recursion",
+            "-cf",
+            str(files_only),
+            "-C",
+            str(wrapped),
+            "RESTORE.txt",
+            *members,
+        ],
         check=True,
     )
     reporter = _quiet()
@@ -177,23 +198,10 @@ def test_restore_wrapped_layout_directory_and_stdin(tmp_path: Path, expected: di
     }
 
 
-def _restore_via_stdin(tar: Path, dest: Path, passphrase: bytes = PASSPHRASE) -> subprocess.CompletedProcess[bytes]:
-    code = (
-        "import sys\n"
-        "from ecarchive.errors import Reporter, EcarchiveError\n"
-        "from ecarchive.restore import restore_archive\n"
-        "r = Reporter()\n"
-        "try:\n"
-        f"    restore_archive('-', sys.argv[1], {passphrase!r}, r)\n"
-        "except EcarchiveError as e:\n"
-        "    print(type(e).__name__, e, file=sys.stderr); sys.exit(e.exit_code)\n"
-        "sys.exit(r.exit_code)\n"
-    )
-    with tar.open("rb") as stdin:
-        result = subprocess.run(
-            [sys.executable, "-c", code, str(dest)], stdin=stdin, capture_output=True, cwd=REPO
-        )
-    return result
+def _restore_via_stdin(
+    tar: Path, dest: Path, passphrase: bytes = PASSPHRASE
+) -> subprocess.CompletedProcess[bytes]:
+    return restore_from_stdin(tar, dest, passphrase)
 
 
 def test_restore_from_stdin(variant: str, tmp_path: Path, expected: dict[str, Row]) -> None:
@@ -208,7 +216,9 @@ def test_restore_bsdtar_and_iso_repacks(tmp_path: Path, expected: dict[str, Row]
     """Other writers of the same lower tree: bsdtar (GNU format) and an ISO 9660 + Rock Ridge image."""
     lower = _extract(FIXTURES / "aes256-fnek-separate.tar", tmp_path / "lower")
     gnutar = tmp_path / "lower.tar"
-    subprocess.run(["bsdtar", "--format=gnutar", "-cf", str(gnutar), "-C", str(lower), "."], check=True)
+    subprocess.run(
+        ["bsdtar", "--format=gnutar", "-cf", str(gnutar), "-C", str(lower), "."], check=True
+    )
     reporter = _quiet()
     restore_archive(str(gnutar), str(tmp_path / "from-gnutar"), PASSPHRASE, reporter)
     assert reporter.warnings == []
@@ -285,7 +295,9 @@ def test_flipped_marker_skips_only_that_file(
     assert len(reporter.warnings) == 1
     assert "nested/level1/sibling.txt" in reporter.warnings[0]
     assert "marker" in reporter.warnings[0]
-    assert _snapshot(dest) == {k: v for k, v in expected.items() if k != "nested/level1/sibling.txt"}
+    assert _snapshot(dest) == {
+        k: v for k, v in expected.items() if k != "nested/level1/sibling.txt"
+    }
 
 
 def test_truncated_and_foreign_files_are_skipped(tmp_path: Path, expected: dict[str, Row]) -> None:

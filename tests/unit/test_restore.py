@@ -14,7 +14,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter, WrongPassphrase
 from ecarchive.listing import escape_path, list_archive
 from ecarchive.restore import restore_archive
+from tests.support.restore_stdin import restore_from_stdin
 
 REPO = Path(__file__).resolve().parents[2]
 PECRYPTFS = REPO / "tests" / "data" / "pecryptfs"
@@ -57,7 +57,10 @@ class LowerTree:
     def lower(self, rel: str) -> Path:
         if self.keys.fnek is None:
             return self.root / rel
-        parts = [encrypt_name(p.encode(), self.keys.fnek, self.key_bytes).decode() for p in rel.split("/")]
+        parts = [
+            encrypt_name(p.encode(), self.keys.fnek, self.key_bytes).decode()
+            for p in rel.split("/")
+        ]
         return self.root.joinpath(*parts)
 
     def target(self, target: str) -> str:
@@ -180,7 +183,9 @@ def test_wrong_passphrase_found_before_any_directory_is_made(tmp_path: Path) -> 
     tree.symlink("a/b/link", "x")
     tree.file("a/b/z-file", b"content")
     dest = tmp_path / "out"
-    with pytest.raises(WrongPassphrase, match=derive_keyset(PASSPHRASE, FnekMode.OFF).file_key.sig_hex):
+    with pytest.raises(
+        WrongPassphrase, match=derive_keyset(PASSPHRASE, FnekMode.OFF).file_key.sig_hex
+    ):
         restore_archive(str(tree.root), str(dest), b"another passphrase", _quiet())
     assert not dest.exists()
     reporter = _quiet()
@@ -212,7 +217,9 @@ def test_plain_restore_txt_is_ignored_but_an_ecryptfs_one_is_restored(tmp_path: 
     reporter = _quiet()
     restore_archive(str(tree.root), str(tmp_path / "out"), PASSPHRASE, reporter)
     assert reporter.warnings == []
-    assert (tmp_path / "out" / "RESTORE.txt").read_bytes() == b"a user's own file called RESTORE.txt"
+    assert (
+        tmp_path / "out" / "RESTORE.txt"
+    ).read_bytes() == b"a user's own file called RESTORE.txt"
     assert (tmp_path / "out" / "MANIFEST").read_bytes() == b"and another"
 
 
@@ -328,22 +335,7 @@ def test_truncated_tar_stream_keeps_what_came_before(tmp_path: Path) -> None:
     tar = tmp_path / "t.tar"
     _tar(["--sort=name", "-cf", str(tar), "a-small", "b-big"], tree.root)
     os.truncate(tar, tar.stat().st_size // 2)
-    code = (
-        "import sys\n"
-        "from ecarchive.errors import Reporter, EcarchiveError\n"
-        "from ecarchive.restore import restore_archive\n"
-        "r = Reporter()\n"
-        "try:\n"
-        f"    restore_archive('-', sys.argv[1], {PASSPHRASE!r}, r)\n"
-        "except EcarchiveError as e:\n"
-        "    print('FATAL', e, file=sys.stderr); sys.exit(e.exit_code)\n"
-        "sys.exit(r.exit_code)\n"
-    )
-    with tar.open("rb") as stdin:
-        result = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path / "out")],
-            stdin=stdin, capture_output=True, cwd=REPO,
-        )
+    result = restore_from_stdin(tar, tmp_path / "out", PASSPHRASE)
     assert result.returncode == 2, result.stderr
     assert b"b-big" in result.stderr and b"FATAL" in result.stderr
     assert (tmp_path / "out" / "a-small").read_bytes() == b"small"
@@ -433,7 +425,9 @@ def test_each_kind_of_damage_skips_one_file(
         assert (out / "good-2").read_bytes() == b"two"
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=70 * 1024), min_size=1, max_size=4),
     name=st.binary(min_size=1, max_size=143).filter(lambda n: b"/" not in n and b"\0" not in n),

@@ -15,6 +15,8 @@ The text, ASCII, one item per line, every line ending in '\\n':
     lower-root Private
     volume 0001 of 0001                  (fixed width, so the size is known before the split)
     created 1764151200.000000000         (seconds.nanoseconds since the epoch, see tree_time_ns)
+    chain 0123…cdef level 1 archive 01…ef after 01…ef   (only in incremental archives, see
+                                         incremental.ChainFacts)
     entries 3
     f 8192 <64 hex> RESTORE.txt
     d 0 ---…--- Private
@@ -88,6 +90,7 @@ class Facts:
     created_ns: int
     volume: int = 1
     volumes: int = 1
+    chain: bytes | None = None  # incremental.ChainFacts.text(); None outside a chain
 
 
 _UNPLAIN = re.compile(rb"[^!-$&-~]")  # every byte outside _PLAIN
@@ -150,6 +153,7 @@ def header_lines(facts: Facts, count: int) -> bytes:
             b"lower-root %s\n" % escape(facts.lower_root),
             b"volume %0*d of %0*d\n" % (VOLUME_DIGITS, facts.volume, VOLUME_DIGITS, facts.volumes),
             b"created %s\n" % _time_text(facts.created_ns),
+            b"chain %s\n" % facts.chain if facts.chain is not None else b"",
             b"entries %d\n" % count,
         ]
     )
@@ -341,6 +345,7 @@ _FACT_KEYS = (
     b"created",
     b"entries",
 )
+_OPTIONAL_FACT_KEYS = (b"chain",)
 
 
 def _parse_line(number: int, raw: bytes) -> Line:
@@ -389,6 +394,7 @@ def _parse_facts(values: dict[bytes, bytes]) -> tuple[Facts, int]:
             created_ns=_parse_time(values[b"created"]),
             volume=int(volume),
             volumes=int(volumes),
+            chain=values.get(b"chain"),
         )
         return facts, int(values[b"entries"])
     except (ValueError, UnicodeDecodeError) as e:
@@ -422,7 +428,7 @@ def parse(data: bytes) -> Manifest:
                 problems.append(f"manifest line {number}: text follows the HMAC line")
             break
         key, _, value = raw.partition(b" ")
-        if key in _FACT_KEYS and not lines:
+        if key in _FACT_KEYS + _OPTIONAL_FACT_KEYS and not lines:
             values[key] = value
             continue
         try:

@@ -61,6 +61,10 @@ class Entry:
     plain_size: int = 0  # plaintext bytes planned for FILE (from lstat)
     data: bytes | None = None  # content of a synthetic FILE (RESTORE.txt), len == size
     rel: bytes = b""  # plaintext path relative to SOURCE, for messages
+    # lstat facts the incremental snapshot keeps (GNU tar's change rules); 0 when synthetic
+    dev: int = 0
+    ino: int = 0
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,9 @@ class _Walk:
             "uname": _user(st.st_uid),
             "gname": _group(st.st_gid),
             "mtime_ns": st.st_mtime_ns,
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "ctime_ns": st.st_ctime_ns,
         }
         fields.update(extra)
         return Entry(kind=kind, path=path, rel=rel, **fields)

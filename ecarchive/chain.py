@@ -1,0 +1,298 @@
+"""Restore of an incremental chain: `ecarchive restore FULL INC1 INC2 … DEST`.
+
+Before anything is written, every archive's manifest is read (its HMAC checked with the
+passphrase) and the order checked: each archive names the one it follows (ChainFacts.after),
+so an archive out of order or from another chain is refused. Then, per archive: remove the
+names its MANIFEST.deleted lists (decrypted to plaintext paths; reached through directory file
+descriptors without following symlinks), then restore it over DEST as a normal archive.
+
+DEST remembers the last archive of a chain restored into it in the xattr `user.ecarchive.chain`
+("CHAIN ARCHIVE LEVEL"), so levels can also be restored one command after another; a level
+above 0 is refused when DEST does not hold the archive it follows.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import libarchive
+from libarchive.exception import ArchiveError
+
+from .decoder import DamagedEntry, Keys
+from .errors import ArchiveUnreadable, EcarchiveError, Reporter
+from .incremental import DELETED_NAME, ChainFacts, parse_deleted
+from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
+from .restore import restore_archive
+
+STDIN = "-"
+DEST_XATTR = "user.ecarchive.chain"
+MAX_SIDE_FILE_BYTES = 1 << 30  # as verify: larger is not ours
+_SIDE_FILES = (MANIFEST_NAME, DELETED_NAME)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_BAD_COMPONENTS = (b"", b".", b"..")
+
+Progress = Callable[[int], None]
+
+
+class ChainRefused(EcarchiveError):
+    """The archives do not form a chain that applies to DEST; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One archive given to restore, as far as the chain is concerned."""
+
+    source: str
+    facts: ChainFacts | None  # None: not an incremental archive
+    lower_root: bytes = b""
+    deleted: tuple[bytes, ...] = ()  # lower paths from MANIFEST.deleted
+
+    def describe(self) -> str:
+        if self.facts is None:
+            return f"{self.source} (not part of a chain)"
+        return f"{self.source} (level {self.facts.level} of chain {self.facts.chain})"
+
+
+def _bounded(blocks: Iterator[bytes], what: str) -> bytes:
+    data = bytearray()
+    for block in blocks:
+        data += block
+        if len(data) > MAX_SIDE_FILE_BYTES:
+            raise ArchiveUnreadable(f"{what}: too large to be ecarchive's")
+    return bytes(data)
+
+
+def _file_blocks(fd: int) -> Iterator[bytes]:
+    with os.fdopen(fd, "rb") as f:
+        while block := f.read(1 << 20):
+            yield block
+
+
+def side_files(source: str) -> dict[bytes, bytes]:
+    """MANIFEST.ecarchive and MANIFEST.deleted from the top of an archive file or an extracted
+    archive directory (one pass over the headers; libarchive seeks over member data)."""
+    found: dict[bytes, bytes] = {}
+    if os.path.isdir(source):
+        for name in _SIDE_FILES:
+            try:
+                fd = os.open(os.path.join(os.fsencode(source), name), os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise ArchiveUnreadable(
+                    f"{source}: cannot read {name.decode()}: {e.strerror}"
+                ) from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
+            found[name] = _bounded(_file_blocks(fd), f"{source}/{name.decode()}")
+        return found
+    if not os.path.exists(source):
+        raise ArchiveUnreadable(f"{source}: no such file or directory")
+    try:
+        with libarchive.file_reader(source) as archive:
+            for entry in archive:
+                path = os.fsencode(entry.pathname).removeprefix(b"./")
+                if path in _SIDE_FILES and entry.isfile:
+                    found[path] = _bounded(entry.get_blocks(), f"{source}: {path.decode()}")
+    except ArchiveError as e:
+        raise ArchiveUnreadable(f"{source}: cannot read the archive: {e.msg}") from e
+    return found
+
+
+def read_level(source: str, keys: Keys) -> Level:
+    """The chain facts and deletion list of SOURCE, authenticated by the manifest's HMAC."""
+    if source == STDIN:
+        return Level(source, None)
+    found = side_files(source)
+    raw = found.get(MANIFEST_NAME)
+    if raw is None:
+        return Level(source, None)
+    try:
+        manifest = parse(raw)
+    except ManifestError as e:
+        raise ArchiveUnreadable(f"{source}: {e}") from e
+    if manifest.facts.chain is None:
+        return Level(source, None)
+    try:
+        facts = ChainFacts.parse(manifest.facts.chain)
+    except ValueError as e:
+        raise ArchiveUnreadable(f"{source}: manifest: {e}") from e
+    if manifest.facts.file_sig != keys.file_key.sig_hex or not mac_ok(manifest, keys.file_key):
+        raise ChainRefused(
+            f"{source}: its manifest does not verify with this passphrase, so its list of "
+            "deleted names cannot be trusted",
+            hint=f"check the passphrase; 'ecarchive verify {source}' tells what is wrong",
+        )
+    listed = next((line for line in manifest.lines if line.path == DELETED_NAME), None)
+    data = found.get(DELETED_NAME)
+    if (listed is None) != (data is None) or (
+        listed is not None
+        and data is not None
+        and (listed.digest is None or hashlib.sha256(data).digest() != listed.digest)
+    ):
+        raise ChainRefused(f"{source}: {DELETED_NAME.decode()} does not match the manifest")
+    try:
+        deleted = parse_deleted(data or b"")
+    except ValueError as e:
+        raise ChainRefused(f"{source}: {e}") from e
+    return Level(source, facts, manifest.facts.lower_root, tuple(deleted))
+
+
+def dest_state(dest: str) -> tuple[str, str, int] | None:
+    """(chain, archive, level) last restored into DEST, or None."""
+    try:
+        raw = os.getxattr(dest, DEST_XATTR)
+        chain, archive, level = raw.decode("ascii").split(" ")
+        return chain, archive, int(level)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _record(dest: str, facts: ChainFacts | None, reporter: Reporter) -> None:
+    try:
+        if facts is None:
+            os.removexattr(dest, DEST_XATTR)
+        else:
+            value = f"{facts.chain} {facts.archive} {facts.level}".encode()
+            os.setxattr(dest, DEST_XATTR, value)
+    except OSError as e:
+        if facts is not None and e.errno != errno.ENODATA:
+            reporter.warn(
+                f"{dest}: cannot record the restored level ({e.strerror}); restore the next "
+                "levels together with this chain in one command",
+                affects_exit=False,
+            )
+
+
+def check_order(levels: Sequence[Level], state: tuple[str, str, int] | None) -> None:
+    """Refuse archives out of order, from another chain, or not fitting what DEST holds."""
+    if len(levels) > 1:
+        for level in levels:
+            if level.facts is None:
+                raise ChainRefused(
+                    f"{level.source}: not part of an incremental chain (its manifest names none)",
+                    hint="give one archive, or the archives of one chain from level 0 up",
+                )
+    for before, level in itertools.pairwise(levels):
+        assert before.facts is not None and level.facts is not None
+        if level.facts.chain != before.facts.chain:
+            raise ChainRefused(f"{level.describe()} is from another chain than {before.describe()}")
+        if level.facts.after != before.facts.archive:
+            raise ChainRefused(
+                f"{level.describe()} does not follow {before.describe()}",
+                hint="give the archives in the order they were made, each level once",
+            )
+    first = levels[0].facts
+    if first is None or first.level == 0:
+        return
+    if state is None:
+        raise ChainRefused(
+            f"{levels[0].describe()} applies on top of the level before it, and the "
+            "destination holds no restored level of that chain",
+            hint="give the whole chain: ecarchive restore FULL INC1 ... DEST",
+        )
+    chain, archive, held = state
+    if chain != first.chain:
+        raise ChainRefused(f"the destination holds chain {chain}, not {first.chain}")
+    if archive != first.after:
+        raise ChainRefused(
+            f"{levels[0].describe()} does not follow level {held} of it, which the "
+            "destination holds",
+            hint="restore the levels in the order they were made, each once",
+        )
+
+
+def _plain_components(level: Level, lower: bytes, keys: Keys) -> list[bytes] | None:
+    parts = lower.split(b"/")
+    if parts[0] != level.lower_root or len(parts) < 2 or any(p in _BAD_COMPONENTS for p in parts):
+        return None
+    plain = [keys.name(p) for p in parts[1:]]
+    if any(p in _BAD_COMPONENTS or b"/" in p or b"\0" in p for p in plain):
+        return None
+    return plain
+
+
+def _remove(root_fd: int, parts: list[bytes]) -> str | None:
+    """Remove DEST/parts without following a symlink; a reason when it was left alone."""
+    fd = root_fd
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                return None  # gone already
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    return "a parent is not a directory"
+                raise
+            if fd != root_fd:
+                os.close(fd)
+            fd = child
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+        return None
+    finally:
+        if fd != root_fd:
+            os.close(fd)
+
+
+def apply_deletions(dest: str, level: Level, keys: Keys, reporter: Reporter) -> None:
+    if not level.deleted or not os.path.isdir(dest):
+        return
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for lower in level.deleted:
+            shown = os.fsdecode(lower)
+            try:
+                parts = _plain_components(level, lower, keys)
+            except DamagedEntry as e:
+                reporter.warn(f"{level.source}: deleted name {shown} does not decrypt: {e}")
+                continue
+            if parts is None:
+                reporter.warn(f"{level.source}: deleted name {shown} is not a safe path; ignored")
+                continue
+            try:
+                why = _remove(root_fd, parts)
+            except OSError as e:
+                why = e.strerror or str(e)
+            if why is not None:
+                reporter.warn(f"{os.fsdecode(b'/'.join(parts))}: not removed: {why}")
+    finally:
+        os.close(root_fd)
+
+
+def restore_chain(
+    sources: Sequence[str],
+    dest: str,
+    passphrase: bytes,
+    reporter: Reporter,
+    *,
+    progress: Progress | None = None,
+) -> None:
+    """Restore SOURCES, in order, into DEST (see the module docstring). One archive that is not
+    incremental restores exactly as `restore_archive`."""
+    keys = Keys(passphrase)
+    if len(sources) > 1 and STDIN in sources:
+        raise ChainRefused("a chain is read from archive files or directories, not stdin")
+    levels = [read_level(source, keys) for source in sources]
+    check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
+    for level in levels:
+        apply_deletions(dest, level, keys, reporter)
+        restore_archive(level.source, dest, passphrase, reporter, progress=progress)
+        if level.facts is not None or level.source != STDIN:
+            _record(dest, level.facts, reporter)

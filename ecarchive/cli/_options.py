@@ -12,6 +12,7 @@ from ..ecryptfs.keys import FnekMode
 from ..passphrase import ENV_VAR, PassphraseSources, get_passphrase
 
 PROG = "ecarchive"
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 EXAMPLES = f"""\
 passphrase: --passphrase-file F, --passphrase-fd N, ${ENV_VAR},
   --wrapped-passphrase FILE (~/.ecryptfs/wrapped-passphrase), else asked on the terminal.

@@ -13,6 +13,7 @@ from ..output import Output
 from ..plan import read_exclude_file
 from ._options import (
     EXAMPLES,
+    Subparsers,
     add_key_options,
     add_passphrase_options,
     add_progress_options,
@@ -21,7 +22,7 @@ from ._options import (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], prog: str) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     c = sub.add_parser(
         "create",
         prog=f"{prog} create",

@@ -7,10 +7,10 @@ import argparse
 from .. import api
 from ..errors import Reporter
 from ..restoretext import MountSpec
-from ._options import add_key_options, add_passphrase_options, passphrase
+from ._options import Subparsers, add_key_options, add_passphrase_options, passphrase
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], prog: str) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     k = sub.add_parser(
         "keys", prog=f"{prog} keys", help="print key signatures and the exact mount command"
     )

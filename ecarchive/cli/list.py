@@ -6,10 +6,10 @@ import argparse
 
 from .. import api
 from ..errors import Reporter
-from ._options import add_passphrase_options, passphrase
+from ._options import Subparsers, add_passphrase_options, passphrase
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], prog: str) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", prog=f"{prog} list", help="list an archive's decrypted paths")
     ls.add_argument("archive", metavar="ARCHIVE")
     add_passphrase_options(ls)

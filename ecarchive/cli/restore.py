@@ -6,10 +6,16 @@ import argparse
 
 from .. import api
 from ..errors import Reporter
-from ._options import add_passphrase_options, add_progress_options, passphrase, want_progress
+from ._options import (
+    Subparsers,
+    add_passphrase_options,
+    add_progress_options,
+    passphrase,
+    want_progress,
+)
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], prog: str) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     r = sub.add_parser("restore", prog=f"{prog} restore", help="decrypt an archive into DEST")
     r.add_argument("archive", metavar="ARCHIVE")
     r.add_argument("dest", metavar="DEST")

@@ -6,10 +6,10 @@ import argparse
 
 from .. import api
 from ..errors import Reporter
-from ._options import add_passphrase_options, optional_passphrase
+from ._options import Subparsers, add_passphrase_options, optional_passphrase
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], prog: str) -> argparse.ArgumentParser:
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     v = sub.add_parser(
         "verify",
         prog=f"{prog} verify",

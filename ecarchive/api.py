@@ -11,6 +11,7 @@ while read). Warnings go to `reporter` (stderr by default).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
@@ -18,10 +19,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
+from .chain import list_deletions, restore_chain
 from .create import Destinations, Format, progress_bar, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
+from .incremental import Incremental, Keying
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
@@ -29,7 +32,6 @@ from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tr
 from .model import Entry
 from .plan import PlanOptions, build_plan
 from .reader import EncryptingReader
-from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
 from .sinks.iso import volume_identifier
 from .verify import verify_archive
@@ -97,6 +99,10 @@ class _Job:
         volume_label: str,
         media: str | int | None,
         reporter: Reporter,
+        listed_incremental: str | None = None,
+        level: int | None = None,
+        stable_keys: bool = False,
+        sizes_only: bool = False,
     ) -> None:
         lower = lower_name.encode()
         if not lower or b"/" in lower or lower in (b".", b"..", RESTORE_NAME, MANIFEST_NAME):
@@ -111,6 +117,17 @@ class _Job:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
         text = restore_text(MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt == "iso")
+        self.incremental: Incremental | None = None
+        if listed_incremental is not None:
+            keying = Keying(keys.file_key.sig_hex, fnek.sig_hex if fnek else None, key_bytes, lower)
+            self.incremental = Incremental(
+                listed_incremental,
+                None if sizes_only else keying,
+                full=level == 0,
+                check_ctime=not stable_keys,  # its xattr writes move ctime
+            )
+            text += self.incremental.restore_note()
+            excludes = (*excludes, *self.incremental.excludes(source))
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -128,6 +145,9 @@ class _Job:
             raise PlanRejected(
                 plan.problems, hint="fix or --exclude these paths; nothing was written"
             )
+        entries = plan.entries
+        if self.incremental is not None:
+            entries = self.incremental.select(entries, encrypt)
         tree_time = tree_time_ns(plan.entries)
         self.fmt = Format(fmt, volume_label, tree_time)
         self.facts = Facts(
@@ -137,9 +157,10 @@ class _Job:
             fnek_sig=fnek.sig_hex if fnek else None,
             lower_root=plan.lower_root,
             created_ns=tree_time,
+            chain=self.incremental.chain() if self.incremental else None,
         )
         # The manifest's size goes into the split, so every volume is measured with its own.
-        volumes = split(append_manifest(plan.entries, self.facts), self.fmt, self.capacity)
+        volumes = split(append_manifest(entries, self.facts), self.fmt, self.capacity)
         if len(volumes) > 1:
             volumes = [
                 append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
@@ -164,6 +185,8 @@ def image_sizes(
     skip_long_names: bool = False,
     volume_label: str = DEFAULT_LABEL,
     media: str | int | None = None,
+    listed_incremental: str | None = None,
+    level: int | None = None,
     reporter: Reporter | None = None,
 ) -> list[int]:
     """The size in bytes of each volume `create` would write (exact for ISO, an upper bound for
@@ -182,6 +205,9 @@ def image_sizes(
         volume_label=volume_label,
         media=media,
         reporter=reporter or Reporter(),
+        listed_incremental=listed_incremental,
+        level=level,
+        sizes_only=True,
     )
     return [job.fmt.size(entries) for entries in job.volumes]
 
@@ -206,11 +232,17 @@ def create(
     stable_keys: bool = False,
     key_store: str | None = None,
     rotate_keys_on_change: bool = False,
+    listed_incremental: str | None = None,
+    level: int | None = None,
     progress: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+
+    With `listed_incremental` (a snapshot file, GNU tar's -g): level 0 when it does not exist
+    or `level` is 0, else only what changed since; the snapshot is replaced once every volume
+    is written (see ecarchive.incremental).
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
     reporter = reporter or Reporter()
@@ -221,6 +253,13 @@ def create(
         raise UsageError("--volume-command writes every volume; drop --volume")
     if (key_store or rotate_keys_on_change) and not stable_keys:
         raise UsageError("--key-store and --rotate-keys-on-change need --stable-keys")
+    if listed_incremental is not None and volume is not None:
+        raise UsageError(
+            "--volume writes one volume, and the snapshot needs the whole archive",
+            hint="write every volume in one run (-o NAME-%02d.iso or --volume-command)",
+        )
+    if level is not None and listed_incremental is None:
+        raise UsageError("--level needs --listed-incremental")
     keys = keyset(passphrase, fnek)
     job = _Job(
         source,
@@ -236,6 +275,9 @@ def create(
         volume_label=volume_label,
         media=media,
         reporter=reporter,
+        listed_incremental=listed_incremental,
+        level=level,
+        stable_keys=stable_keys,
     )
     dest = Destinations(output, volume_count=len(job.volumes), command=volume_command, only=volume)
     dest.check()
@@ -256,7 +298,10 @@ def create(
     if len(job.volumes) > 1:
         reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
     try:
-        write_volumes(job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest)
+        with job.incremental.committing() if job.incremental else contextlib.nullcontext():
+            write_volumes(
+                job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+            )
     finally:
         if isinstance(keysource, StableKeys):
             keysource.close()
@@ -264,23 +309,27 @@ def create(
 
 
 def restore(
-    archive: str,
+    archive: str | Sequence[str],
     dest: str,
     *,
     passphrase: bytes,
     progress: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST."""
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
+
+    A sequence of archives is an incremental chain, applied in order (ecarchive.chain)."""
     reporter = reporter or Reporter()
-    total = os.path.getsize(archive) if os.path.isfile(archive) else None
+    archives = [archive] if isinstance(archive, str) else list(archive)
+    sizes = [os.path.getsize(a) if os.path.isfile(a) else None for a in archives]
+    total = None if None in sizes else sum(s or 0 for s in sizes)
     bar = progress_bar(total, progress)
 
     def advance(n: int) -> None:
         bar.update(n)
 
     try:
-        restore_archive(archive, dest, passphrase, reporter, progress=advance)
+        restore_chain(archives, dest, passphrase, reporter, progress=advance)
     finally:
         bar.close()
     return reporter.exit_code
@@ -296,6 +345,7 @@ def list_archive(
     """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated) to `out`."""
     reporter = reporter or Reporter()
     _list_archive(archive, passphrase, reporter, out)
+    list_deletions(archive, passphrase, reporter, out)
     return reporter.exit_code
 
 

@@ -266,12 +266,16 @@ class _StreamLayout(LowerTree):
     """One-pass layout decision: a plain RESTORE.txt/MANIFEST* first means the wrapped layout;
     otherwise entries pass through and the top level is judged at the end."""
 
-    def __init__(self, members: Iterator[_RawMember], reporter: Reporter) -> None:
-        super().__init__(self._walk(members, reporter))
+    def __init__(
+        self, members: Iterator[_RawMember], reporter: Reporter, wrapper: bytes | None = None
+    ) -> None:
+        super().__init__(self._walk(members, reporter, wrapper))
 
-    def _walk(self, members: Iterator[_RawMember], reporter: Reporter) -> Iterator[LowerEntry]:
-        wrapped: bool | None = None
-        wrapper: bytes | None = None
+    def _walk(
+        self, members: Iterator[_RawMember], reporter: Reporter, wrapper: bytes | None
+    ) -> Iterator[LowerEntry]:
+        # A known lower root (from the manifest, read ahead) means the wrapped layout at once.
+        wrapped: bool | None = True if wrapper is not None else None
         saw_restore = False
         top_dirs: set[bytes] = set()
         top_others = False
@@ -296,8 +300,8 @@ class _StreamLayout(LowerTree):
                 continue
             if wrapper is None and (m.entry.kind is Kind.DIR or not single):
                 wrapper = top  # the first directory, listed or only implied by a member path
-                if single:
-                    continue
+            if single and top == wrapper and m.entry.kind is Kind.DIR:
+                continue
             if top != wrapper or single:
                 where = os.fsdecode(b"/".join(m.path))
                 reporter.warn(f"{where}: outside the lower directory; ignored")
@@ -488,12 +492,16 @@ def _dir_entry(
 
 @contextmanager
 def open_lower_tree(
-    source: str, reporter: Reporter, progress: Progress | None = None
+    source: str,
+    reporter: Reporter,
+    progress: Progress | None = None,
+    lower_root: bytes | None = None,
 ) -> Iterator[LowerTree]:
     """The lower entries of SOURCE: '-' (stdin), an archive file, or an extracted directory.
 
     `progress`, when given, is called with the number of lower bytes consumed as reading goes
-    (an archive's member sizes; a directory's file sizes).
+    (an archive's member sizes; a directory's file sizes). `lower_root`, when the caller
+    knows it (a manifest read ahead), decides an archive's layout before its first member.
     """
     if source != STDIN and os.path.isdir(source):
         root = find_lower_root(os.fsencode(source))
@@ -502,4 +510,4 @@ def open_lower_tree(
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
     with _open_archive(source) as archive:
-        yield _StreamLayout(_archive_members(archive, reporter, progress), reporter)
+        yield _StreamLayout(_archive_members(archive, reporter, progress), reporter, lower_root)

@@ -19,8 +19,10 @@ import itertools
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 import libarchive
 from libarchive.exception import ArchiveError
@@ -28,6 +30,7 @@ from libarchive.exception import ArchiveError
 from .decoder import DamagedEntry, Keys
 from .errors import ArchiveUnreadable, EcarchiveError, Reporter
 from .incremental import DELETED_NAME, ChainFacts, parse_deleted
+from .listing import escape_path
 from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
 from .restore import restore_archive
 
@@ -144,6 +147,37 @@ def read_level(source: str, keys: Keys) -> Level:
     except ValueError as e:
         raise ChainRefused(f"{source}: {e}") from e
     return Level(source, facts, manifest.facts.lower_root, tuple(deleted))
+
+
+def _single_level(source: str, keys: Keys, reporter: Reporter) -> Level:
+    """One archive: a damaged one still restores what it can, as without chains."""
+    try:
+        return read_level(source, keys)
+    except ArchiveUnreadable as e:
+        reporter.warn(f"{e}; restoring it without its chain facts")
+        return Level(source, None)
+
+
+def list_deletions(
+    source: str, passphrase: bytes, reporter: Reporter, out: TextIO | None = None
+) -> None:
+    """`list`: one line `x  -  PATH` per name the archive deletes (see listing.list_archive)."""
+    if source == STDIN:
+        return
+    keys = Keys(passphrase)
+    level = _single_level(source, keys, reporter)
+    stream = out if out is not None else sys.stdout
+    for lower in level.deleted:
+        try:
+            parts = _plain_components(level, lower, keys)
+        except DamagedEntry as e:
+            reporter.warn(f"deleted name {os.fsdecode(lower)} does not decrypt: {e}")
+            continue
+        if parts is None:
+            reporter.warn(f"deleted name {os.fsdecode(lower)} is not a safe path; ignored")
+            continue
+        stream.write(f"x\t-\t{escape_path(b'/'.join(parts))}\n")
+    stream.flush()
 
 
 def dest_state(dest: str) -> tuple[str, str, int] | None:
@@ -289,10 +323,20 @@ def restore_chain(
     keys = Keys(passphrase)
     if len(sources) > 1 and STDIN in sources:
         raise ChainRefused("a chain is read from archive files or directories, not stdin")
-    levels = [read_level(source, keys) for source in sources]
+    if len(sources) == 1:
+        levels = [_single_level(sources[0], keys, reporter)]
+    else:
+        levels = [read_level(source, keys) for source in sources]
     check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
     for level in levels:
         apply_deletions(dest, level, keys, reporter)
-        restore_archive(level.source, dest, passphrase, reporter, progress=progress)
+        restore_archive(
+            level.source,
+            dest,
+            passphrase,
+            reporter,
+            progress=progress,
+            lower_root=level.lower_root if level.facts is not None else None,
+        )
         if level.facts is not None or level.source != STDIN:
             _record(dest, level.facts, reporter)

@@ -523,10 +523,14 @@ class Incremental:
     RESTORE.txt paragraph before the walk, the selection after it, the snapshot at the end."""
 
     def __init__(
-        self, path: str, keying: Keying, *, full: bool = False, check_ctime: bool = True
+        self, path: str, keying: Keying | None, *, full: bool = False, check_ctime: bool = True
     ) -> None:
+        """`keying` None: sizes only (--print-size), the snapshot's own key setup is taken."""
         self.path = path
-        self.run = Run.start(None if full else read_snapshot(path), keying, full=full)
+        previous = None if full else read_snapshot(path)
+        if keying is None:
+            keying = previous.keying if previous else Keying("", None, 0, b"")
+        self.run = Run.start(previous, keying, full=full)
         self.check_ctime = check_ctime
         self.selection: Selection | None = None
 

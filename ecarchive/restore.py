@@ -254,13 +254,16 @@ def restore_archive(
     reporter: Reporter,
     *,
     progress: Progress | None = None,
+    lower_root: bytes | None = None,
 ) -> None:
     """Decrypt SOURCE into DEST.
 
     SOURCE is a tar (or other libarchive-readable archive, ISO 9660 included), '-' for stdin,
     or an already-extracted archive or lower directory. DEST is created when the first entry is
     known to decrypt; it may already exist (entries replace what is in their way, as tar does).
-    `progress` is called with counts of lower bytes consumed.
+    `progress` is called with counts of lower bytes consumed; `lower_root` (from a manifest
+    read ahead) spares an ISO image the late unwrapping, which cannot merge into a DEST that
+    already holds the tree (an incremental chain).
 
     Raises WrongPassphrase before anything is written, ArchiveUnreadable when SOURCE cannot be
     read, OutputFailed when DEST cannot be written. Damaged entries are `reporter.warn`ed and
@@ -269,7 +272,7 @@ def restore_archive(
     keys = Keys(passphrase)
     writer = _Writer(dest, reporter)
     try:
-        with open_lower_tree(source, reporter, progress) as lower:
+        with open_lower_tree(source, reporter, progress, lower_root) as lower:
             for entry in Decoder(keys, reporter).entries(lower.entries):
                 writer.add(entry)
             if lower.late_wrapper is not None:

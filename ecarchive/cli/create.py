@@ -95,6 +95,20 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         default="error",
         help="names over 143 bytes: fail before writing (default) or skip them",
     )
+    inc = c.add_argument_group("incremental (GNU tar's -g)")
+    inc.add_argument(
+        "-g",
+        "--listed-incremental",
+        metavar="SNAPSHOT",
+        help="archive only what changed since SNAPSHOT (level 0 when it does not exist), "
+        "then replace SNAPSHOT",
+    )
+    inc.add_argument(
+        "--level",
+        type=int,
+        choices=[0],
+        help="0: a full archive starting a new chain, whatever SNAPSHOT holds",
+    )
     st = c.add_argument_group("stable keys")
     st.add_argument(
         "--stable-keys",
@@ -137,6 +151,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         skip_long_names=args.long_names == "skip",
         volume_label=args.volume_label,
         media=args.media,
+        listed_incremental=args.listed_incremental,
+        level=args.level,
         reporter=reporter,
     )
     if args.print_size:

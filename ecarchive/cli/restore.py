@@ -16,8 +16,12 @@ from ._options import (
 
 
 def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
-    r = sub.add_parser("restore", prog=f"{prog} restore", help="decrypt an archive into DEST")
-    r.add_argument("archive", metavar="ARCHIVE")
+    r = sub.add_parser(
+        "restore",
+        prog=f"{prog} restore",
+        help="decrypt an archive (or an incremental chain, in order) into DEST",
+    )
+    r.add_argument("archive", metavar="ARCHIVE", nargs="+")
     r.add_argument("dest", metavar="DEST")
     add_progress_options(r)
     add_passphrase_options(r)

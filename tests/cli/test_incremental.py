@@ -60,16 +60,17 @@ def test_chain_restores_the_tree_of_the_last_level(
     chain: tuple[Path, list[Path], list[dict[str, Record]]],
 ) -> None:
     work, archives, states = chain
+    mtime = "ns" if archives[0].suffix == ".tar" else "s"  # ISO 9660 keeps seconds
     for upto in (1, 2, 3):
         dest = work / f"all-{upto}"
         r = restore(*archives[:upto], dest)
         assert r.returncode == 0, r.stderr.decode()
-        assert compare(states[upto - 1], snapshot(dest), mtime="ns", owners=True) == []
+        assert compare(states[upto - 1], snapshot(dest), mtime=mtime, owners=True) == []
     one_by_one = work / "one-by-one"
     for archive in archives:
         r = restore(archive, one_by_one)
         assert r.returncode == 0, r.stderr.decode()
-    assert compare(states[2], snapshot(one_by_one), mtime="ns", owners=True) == []
+    assert compare(states[2], snapshot(one_by_one), mtime=mtime, owners=True) == []
 
 
 def test_chain_order_is_enforced(chain: tuple[Path, list[Path], list[dict[str, Record]]]) -> None:

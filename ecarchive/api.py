@@ -24,7 +24,7 @@ from .create import Destinations, Format, progress_bar, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
-from .incremental import Incremental, Keying
+from .incremental import Incremental, Keying, deletions_in_first_volume
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
@@ -164,7 +164,7 @@ class _Job:
         if len(volumes) > 1:
             volumes = [
                 append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
-                for n, v in enumerate(volumes, 1)
+                for n, v in enumerate(deletions_in_first_volume(volumes), 1)
             ]
         self.volumes = volumes
 

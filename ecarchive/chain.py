@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import os
 import shutil
 import stat
@@ -56,11 +55,14 @@ class Level:
     facts: ChainFacts | None  # None: not an incremental archive
     lower_root: bytes = b""
     deleted: tuple[bytes, ...] = ()  # lower paths from MANIFEST.deleted
+    volume: int = 1
+    volumes: int = 1
 
     def describe(self) -> str:
         if self.facts is None:
             return f"{self.source} (not part of a chain)"
-        return f"{self.source} (level {self.facts.level} of chain {self.facts.chain})"
+        vol = f", volume {self.volume} of {self.volumes}" if self.volumes > 1 else ""
+        return f"{self.source} (level {self.facts.level}{vol} of chain {self.facts.chain})"
 
 
 def _bounded(blocks: Iterator[bytes], what: str) -> bytes:
@@ -146,7 +148,8 @@ def read_level(source: str, keys: Keys) -> Level:
         deleted = parse_deleted(data or b"")
     except ValueError as e:
         raise ChainRefused(f"{source}: {e}") from e
-    return Level(source, facts, manifest.facts.lower_root, tuple(deleted))
+    m = manifest.facts
+    return Level(source, facts, m.lower_root, tuple(deleted), m.volume, m.volumes)
 
 
 def _single_level(source: str, keys: Keys, reporter: Reporter) -> Level:
@@ -180,25 +183,47 @@ def list_deletions(
     stream.flush()
 
 
-def dest_state(dest: str) -> tuple[str, str, int] | None:
-    """(chain, archive, level) last restored into DEST, or None."""
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a destination holds after an archive of a chain was restored into it."""
+
+    chain: str
+    archive: str
+    level: int
+    volume: int
+    volumes: int
+    where: str  # for messages
+
+    @classmethod
+    def of(cls, level: Level) -> Held:
+        assert level.facts is not None
+        f = level.facts
+        return cls(f.chain, f.archive, f.level, level.volume, level.volumes, level.describe())
+
+    def value(self) -> bytes:
+        return f"{self.chain} {self.archive} {self.level} {self.volume} {self.volumes}".encode()
+
+
+def dest_state(dest: str) -> Held | None:
+    """What was last restored into DEST (its xattr), or None."""
     try:
         raw = os.getxattr(dest, DEST_XATTR)
-        chain, archive, level = raw.decode("ascii").split(" ")
-        return chain, archive, int(level)
+        chain, archive, level, volume, volumes = raw.decode("ascii").split(" ")
+        vol = f", volume {volume} of {volumes}" if volumes != "1" else ""
+        where = f"what the destination holds (level {level}{vol})"
+        return Held(chain, archive, int(level), int(volume), int(volumes), where)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
 
-def _record(dest: str, facts: ChainFacts | None, reporter: Reporter) -> None:
+def _record(dest: str, level: Level, reporter: Reporter) -> None:
     try:
-        if facts is None:
+        if level.facts is None:
             os.removexattr(dest, DEST_XATTR)
         else:
-            value = f"{facts.chain} {facts.archive} {facts.level}".encode()
-            os.setxattr(dest, DEST_XATTR, value)
+            os.setxattr(dest, DEST_XATTR, Held.of(level).value())
     except OSError as e:
-        if facts is not None and e.errno != errno.ENODATA:
+        if level.facts is not None and e.errno != errno.ENODATA:
             reporter.warn(
                 f"{dest}: cannot record the restored level ({e.strerror}); restore the next "
                 "levels together with this chain in one command",
@@ -206,7 +231,32 @@ def _record(dest: str, facts: ChainFacts | None, reporter: Reporter) -> None:
             )
 
 
-def check_order(levels: Sequence[Level], state: tuple[str, str, int] | None) -> None:
+def _refusal(held: Held | None, level: Level) -> ChainRefused | None:
+    """Why `level` cannot be applied on top of `held`, or None when it can."""
+    f = level.facts
+    if f is None or (f.level == 0 and level.volume == 1):
+        return None
+    if held is None:
+        return ChainRefused(
+            f"{level.describe()} applies on top of the archive before it, and the "
+            "destination holds no restored level of that chain",
+            hint="give the whole chain: ecarchive restore FULL INC1 ... DEST",
+        )
+    if held.chain != f.chain:
+        return ChainRefused(f"{level.describe()} is from another chain than {held.where}")
+    if level.volume > 1:
+        follows = held.archive == f.archive and held.volume == level.volume - 1
+    else:
+        follows = held.archive == f.after and held.volume == held.volumes
+    if follows:
+        return None
+    return ChainRefused(
+        f"{level.describe()} does not follow {held.where}",
+        hint="give the archives (and their volumes) in the order they were made, each once",
+    )
+
+
+def check_order(levels: Sequence[Level], state: Held | None) -> None:
     """Refuse archives out of order, from another chain, or not fitting what DEST holds."""
     if len(levels) > 1:
         for level in levels:
@@ -215,33 +265,12 @@ def check_order(levels: Sequence[Level], state: tuple[str, str, int] | None) -> 
                     f"{level.source}: not part of an incremental chain (its manifest names none)",
                     hint="give one archive, or the archives of one chain from level 0 up",
                 )
-    for before, level in itertools.pairwise(levels):
-        assert before.facts is not None and level.facts is not None
-        if level.facts.chain != before.facts.chain:
-            raise ChainRefused(f"{level.describe()} is from another chain than {before.describe()}")
-        if level.facts.after != before.facts.archive:
-            raise ChainRefused(
-                f"{level.describe()} does not follow {before.describe()}",
-                hint="give the archives in the order they were made, each level once",
-            )
-    first = levels[0].facts
-    if first is None or first.level == 0:
-        return
-    if state is None:
-        raise ChainRefused(
-            f"{levels[0].describe()} applies on top of the level before it, and the "
-            "destination holds no restored level of that chain",
-            hint="give the whole chain: ecarchive restore FULL INC1 ... DEST",
-        )
-    chain, archive, held = state
-    if chain != first.chain:
-        raise ChainRefused(f"the destination holds chain {chain}, not {first.chain}")
-    if archive != first.after:
-        raise ChainRefused(
-            f"{levels[0].describe()} does not follow level {held} of it, which the "
-            "destination holds",
-            hint="restore the levels in the order they were made, each once",
-        )
+    held = state
+    for level in levels:
+        refused = _refusal(held, level)
+        if refused is not None:
+            raise refused
+        held = Held.of(level) if level.facts is not None else None
 
 
 def _plain_components(level: Level, lower: bytes, keys: Keys) -> list[bytes] | None:
@@ -339,4 +368,4 @@ def restore_chain(
             lower_root=level.lower_root if level.facts is not None else None,
         )
         if level.facts is not None or level.source != STDIN:
-            _record(dest, level.facts, reporter)
+            _record(dest, level, reporter)

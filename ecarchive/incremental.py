@@ -444,6 +444,16 @@ def with_deleted(entries: Sequence[Entry], deleted: Sequence[bytes]) -> tuple[En
     return (*entries[:at], entry, *entries[at:])
 
 
+def deletions_in_first_volume(volumes: Sequence[tuple[Entry, ...]]) -> list[tuple[Entry, ...]]:
+    """The split repeats top-level files in every volume; MANIFEST.deleted belongs to volume 1
+    only: applied again before volume 2 it would remove a name whose type changed and that
+    volume 1 just restored. A volume without it is smaller, so it still fits its medium."""
+    return [
+        v if n == 0 else tuple(e for e in v if e.path != DELETED_NAME)
+        for n, v in enumerate(volumes)
+    ]
+
+
 def chain_text(chain: str, level: int) -> bytes:
     deleted = DELETED_NAME.decode()
     return f"""

@@ -88,7 +88,10 @@ def test_chain_order_is_enforced(chain: tuple[Path, list[Path], list[dict[str, R
     held = work / "held"
     assert restore(l0, held).returncode == 0
     r = restore(l2, held)
-    assert r.returncode == 2 and "does not follow level 0" in r.stderr.decode()
+    assert (
+        r.returncode == 2
+        and "does not follow what the destination holds (level 0)" in r.stderr.decode()
+    )
 
 
 def test_each_level_verifies_on_its_own_and_lists_deletions(
@@ -234,3 +237,40 @@ def test_snapshot_is_left_alone_unless_the_archive_is_written(tmp_path: Path) ->
     snap.write_bytes(before[:-10])
     r = run_cli(["create", str(src), "-g", str(snap), "-o", str(tmp_path / "y.tar")])
     assert r.returncode == 2 and b"--level 0" in r.stderr, r.stderr
+
+
+def test_chain_of_spanned_levels(tmp_path: Path) -> None:
+    """Each level spans discs; MANIFEST.deleted is on volume 1 only, so a name whose type
+    changed is removed before the level, never after a volume restored it."""
+    src, snap = tmp_path / "src", tmp_path / "snap"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        (src / f"d{d}" / "f").write_bytes(os.urandom(600_000))
+    (src / "d0" / "x").mkdir()
+    (src / "d0" / "x" / "in").write_bytes(b"1")
+    media = ["--media", "1500000", "--format", "iso"]
+    create(src, tmp_path / "l0-%02d.iso", snap, *media)
+    (src / "d0" / "x" / "in").unlink()
+    (src / "d0" / "x").rmdir()
+    (src / "d0" / "x").write_bytes(b"a file now")
+    (src / "d3" / "f").write_bytes(os.urandom(700_000))
+    shutil.rmtree(src / "d2")
+    for d in range(4, 6):
+        (src / f"d{d}").mkdir()
+        (src / f"d{d}" / "g").write_bytes(os.urandom(600_000))
+    create(src, tmp_path / "l1-%02d.iso", snap, *media)
+    l0 = sorted(tmp_path.glob("l0-*.iso"))
+    l1 = sorted(tmp_path.glob("l1-*.iso"))
+    assert len(l0) > 1 and len(l1) > 1
+    with_list = [v.name for v in l1 if b"MANIFEST.deleted" in _iso_names(v)]
+    assert with_list == ["l1-01.iso"]
+    r = restore(*l0, *l1, tmp_path / "dest")
+    assert r.returncode == 0, r.stderr.decode()
+    assert compare(snapshot(src), snapshot(tmp_path / "dest"), mtime="s") == []
+    r = restore(*l0, *reversed(l1), tmp_path / "refused")
+    assert r.returncode == 2 and b"does not follow" in r.stderr
+
+
+def _iso_names(image: Path) -> bytes:
+    out = subprocess.run(["bsdtar", "-tf", str(image)], capture_output=True, check=True)
+    return out.stdout

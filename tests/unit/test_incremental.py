@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
 
 import pytest
 
-from ecarchive.chain import ChainRefused, Level, apply_deletions, check_order
+from ecarchive.chain import ChainRefused, Held, Level, apply_deletions, check_order
 from ecarchive.decoder import Keys
 from ecarchive.ecryptfs.keys import derive_key
 from ecarchive.errors import Reporter
@@ -253,6 +254,10 @@ def _lv(name: str, level: int, archive: str, after: str, chain: str = "c" * 32) 
     return Level(name, ChainFacts(chain, level, archive, after))
 
 
+def _held(archive: str, level: int, volume: int = 1, volumes: int = 1) -> Held:
+    return Held("c" * 32, archive, level, volume, volumes, "the destination")
+
+
 def test_chain_order() -> None:
     l0, l1, l2 = (
         _lv("L0", 0, "0" * 16, "-"),
@@ -260,7 +265,7 @@ def test_chain_order() -> None:
         _lv("L2", 2, "2" * 16, "1" * 16),
     )
     check_order([l0, l1, l2], None)
-    check_order([l2], ("c" * 32, "1" * 16, 1))  # one after another into the same DEST
+    check_order([l2], _held("1" * 16, 1))  # one after another into the same DEST
     with pytest.raises(ChainRefused, match="does not follow"):
         check_order([l0, l2, l1], None)
     with pytest.raises(ChainRefused, match="does not follow"):
@@ -269,10 +274,23 @@ def test_chain_order() -> None:
         check_order([l0, _lv("X", 1, "1" * 16, "0" * 16, chain="d" * 32)], None)
     with pytest.raises(ChainRefused, match="holds no restored level"):
         check_order([l1, l2], None)
-    with pytest.raises(ChainRefused, match="does not follow level 2"):
-        check_order([l2], ("c" * 32, "2" * 16, 2))
+    with pytest.raises(ChainRefused, match="does not follow the destination"):
+        check_order([l2], _held("2" * 16, 2))
+    with pytest.raises(ChainRefused, match="does not follow the destination"):
+        check_order([l2], _held("1" * 16, 1, volume=1, volumes=2))  # level 1 incomplete
     with pytest.raises(ChainRefused, match="not part of an incremental chain"):
         check_order([l0, Level("plain", None)], None)
+
+
+def test_chain_order_of_volumes() -> None:
+    v1 = Level("L0.1", ChainFacts("c" * 32, 0, "0" * 16, "-"), volume=1, volumes=2)
+    v2 = dataclasses.replace(v1, source="L0.2", volume=2)
+    l1 = _lv("L1", 1, "1" * 16, "0" * 16)
+    check_order([v1, v2, l1], None)
+    check_order([v2], _held("0" * 16, 0, volume=1, volumes=2))
+    for wrong in ([v2, v1, l1], [v1, l1], [v2]):
+        with pytest.raises(ChainRefused):
+            check_order(wrong, None)
 
 
 def test_deletions_never_follow_symlinks(tmp_path: Path) -> None:

@@ -126,7 +126,8 @@ def test_another_chain_is_refused(tmp_path: Path) -> None:
 
 
 def test_level_after_no_change_is_only_directories(tmp_path: Path) -> None:
-    src, snap = tmp_path / "src", tmp_path / "snap"
+    src = tmp_path / "src"
+    snap = src / "keep" / "backup.snap"  # inside SOURCE: never archived itself
     src.mkdir()
     make_level0(src)
     create(src, tmp_path / "l0.tar", snap)

@@ -275,3 +275,31 @@ def test_chain_of_spanned_levels(tmp_path: Path) -> None:
 def _iso_names(image: Path) -> bytes:
     out = subprocess.run(["bsdtar", "-tf", str(image)], capture_output=True, check=True)
     return out.stdout
+
+
+def test_altered_deletion_list_or_chain_line_is_refused(
+    chain: tuple[Path, list[Path], list[dict[str, Record]]],
+) -> None:
+    """Whoever can write the disc must not make a restore delete other names, or pass a level
+    off as another: the manifest's HMAC covers both."""
+    work, (l0, l1, _), _ = chain
+    if l1.suffix != ".tar":
+        pytest.skip("one format is enough")
+    with tarfile.open(l0) as t:
+        victim = next(m.name for m in t.getmembers() if m.isfile() and "/" in m.name)
+    for name, edit in (
+        ("MANIFEST.deleted", lambda data: data + victim.encode() + b"\0"),
+        ("MANIFEST.ecarchive", lambda data: data.replace(b" level 1 ", b" level 7 ")),
+    ):
+        tree = work / f"altered-{name}"
+        with tarfile.open(l1) as t:
+            t.extractall(tree, filter="fully_trusted")
+        path = tree / name
+        data = path.read_bytes()
+        path.write_bytes(edit(data))
+        assert path.read_bytes() != data
+        dest = work / f"dest-{name}"
+        r = restore(l0, tree, dest)
+        assert r.returncode == 2, r.stderr.decode()
+        assert b"does not match the manifest" in r.stderr or b"does not verify" in r.stderr
+        assert not dest.exists()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 import libarchive
+from libarchive import ffi
 from libarchive.exception import ArchiveError
 
 from .decoder import DamagedEntry, Keys
@@ -104,7 +105,8 @@ def side_files(source: str) -> dict[bytes, bytes]:
     try:
         with libarchive.file_reader(source) as archive:
             for entry in archive:
-                path = os.fsencode(entry.pathname).removeprefix(b"./")
+                # raw bytes: names in clear (--fnek off) need not be UTF-8
+                path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
                 if path in _SIDE_FILES and entry.isfile:
                     found[path] = _bounded(entry.get_blocks(), f"{source}: {path.decode()}")
     except ArchiveError as e:

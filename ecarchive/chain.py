@@ -258,6 +258,21 @@ def _refusal(held: Held | None, level: Level) -> ChainRefused | None:
     )
 
 
+def volumes_in_order(levels: Sequence[Level]) -> list[Level]:
+    """The volumes of one archive may be given in any order (a volume set); the archives of a
+    chain keep the order given, which check_order judges."""
+    first: dict[str, int] = {}
+    for i, level in enumerate(levels):
+        if level.facts is not None:
+            first.setdefault(level.facts.archive, i)
+
+    def key(item: tuple[int, Level]) -> tuple[int, int]:
+        i, level = item
+        return (first[level.facts.archive], level.volume) if level.facts else (i, 0)
+
+    return [level for _, level in sorted(enumerate(levels), key=key)]
+
+
 def check_order(levels: Sequence[Level], state: Held | None) -> None:
     """Refuse archives out of order, from another chain, or not fitting what DEST holds."""
     if len(levels) > 1:
@@ -357,7 +372,7 @@ def restore_chain(
     if len(sources) == 1:
         levels = [_single_level(sources[0], keys, reporter)]
     else:
-        levels = [read_level(source, keys) for source in sources]
+        levels = volumes_in_order([read_level(source, keys) for source in sources])
     check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
     for level in levels:
         apply_deletions(dest, level, keys, reporter)

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ecarchive.chain import ChainRefused, Held, Level, apply_deletions, check_order
+from ecarchive.chain import (
+    ChainRefused,
+    Held,
+    Level,
+    apply_deletions,
+    check_order,
+    volumes_in_order,
+)
 from ecarchive.decoder import Keys
 from ecarchive.ecryptfs.keys import derive_key
 from ecarchive.errors import Reporter
@@ -288,7 +295,9 @@ def test_chain_order_of_volumes() -> None:
     l1 = _lv("L1", 1, "1" * 16, "0" * 16)
     check_order([v1, v2, l1], None)
     check_order([v2], _held("0" * 16, 0, volume=1, volumes=2))
-    for wrong in ([v2, v1, l1], [v1, l1], [v2]):
+    assert volumes_in_order([v2, v1, l1]) == [v1, v2, l1]
+    assert volumes_in_order([l1, v2, v1]) == [l1, v1, v2]  # still refused: l1 comes first
+    for wrong in ([l1, v1, v2], [v1, l1], [v2]):
         with pytest.raises(ChainRefused):
             check_order(wrong, None)
 

@@ -7,8 +7,9 @@ names its MANIFEST.deleted lists (decrypted to plaintext paths; reached through 
 descriptors without following symlinks), then restore it over DEST as a normal archive.
 
 DEST remembers the last archive of a chain restored into it in the xattr `user.ecarchive.chain`
-("CHAIN ARCHIVE LEVEL"), so levels can also be restored one command after another; a level
-above 0 is refused when DEST does not hold the archive it follows.
+("CHAIN ARCHIVE LEVEL VOLUME VOLUMES"), so levels can also be restored one command after
+another; a level above 0 is refused when DEST does not hold (all of) the archive it follows.
+The volumes of one level may come in any order; the levels in the order they were made.
 """
 
 from __future__ import annotations

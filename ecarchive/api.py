@@ -55,11 +55,19 @@ __all__ = [
 ]
 
 
-def format_for(output: str, format: FormatName | None) -> FormatName:
-    """The explicit format, else ISO for an output ending in .iso, else tar."""
+def format_for(
+    output: str, format: FormatName | None, media: str | int | None = None
+) -> FormatName:
+    """The explicit format, else the output's extension (.iso, .tar), else ISO when splitting
+    for discs (`media`: what growisofs burns is an image, not a tar), else tar."""
     if format is not None:
         return format
-    return "iso" if output.lower().endswith(".iso") else "tar"
+    name = output.lower()
+    if name.endswith(".iso"):
+        return "iso"
+    if name.endswith(".tar") or media is None:
+        return "tar"
+    return "iso"
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -214,7 +222,7 @@ def create(
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
     reporter = reporter or Reporter()
-    fmt = format_for(output, format)
+    fmt = format_for(output, format, media)
     if (volume is not None or volume_command) and media is None:
         raise UsageError("--volume and --volume-command need --media")
     if volume_command and volume is not None:

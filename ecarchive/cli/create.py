@@ -42,7 +42,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     out.add_argument(
         "--format",
         choices=["tar", "iso"],
-        help="archive format (default: from OUT's extension, else tar)",
+        help="archive format (default: from OUT's extension, else iso with --media, else tar)",
     )
     out.add_argument(
         "--volume-label",
@@ -64,7 +64,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     out.add_argument(
         "--volume-command",
         metavar="CMD",
-        help="pipe each volume into the shell command CMD, waiting for Enter between",
+        help="pipe each volume into the shell command CMD, waiting for Enter between; "
+        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...) and $ECARCHIVE_VOLUMES (the count)",
     )
     add_key_options(c)
     c.add_argument(
@@ -127,7 +128,7 @@ def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    fmt = api.format_for(args.output, args.format)
+    fmt = api.format_for(args.output, args.format, args.media)
     common: dict[str, Any] = dict(
         key_bytes=args.key_bytes,
         fnek=args.fnek,

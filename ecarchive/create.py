@@ -145,8 +145,11 @@ class Destinations:
         return [only] if only is not None else list(range(1, self.count + 1))
 
     def check(self) -> None:
+        """Fail before volume 1 is written on what would stop the run later."""
         if not self.command and not self.numbered:
             Output(self.output).check_not_terminal()
+        if self.command and len(self.selected(None)) > 1:
+            _check_terminal()
 
     @contextlib.contextmanager
     def open(self, number: int, first: bool) -> Iterator[int]:
@@ -161,6 +164,20 @@ class Destinations:
             yield fd
 
 
+def _no_terminal() -> UsageError:
+    return UsageError(
+        "--volume-command waits for Enter on the terminal between volumes, and there is none",
+        hint="run it from a terminal, or write the volumes to files with -o NAME-%02d.iso",
+    )
+
+
+def _check_terminal() -> None:
+    try:
+        os.close(os.open(TTY, os.O_RDWR | os.O_NOCTTY))
+    except OSError as e:
+        raise _no_terminal() from e
+
+
 def _wait_for_disc(number: int, count: int) -> None:
     try:
         with open(TTY, "r+b", buffering=0) as tty:
@@ -169,9 +186,7 @@ def _wait_for_disc(number: int, count: int) -> None:
             )
             tty.readline()
     except OSError as e:
-        raise UsageError(
-            "--volume-command waits for Enter on the terminal, and there is none"
-        ) from e
+        raise _no_terminal() from e
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ _SIZES_ONLY_PASSPHRASE = b"sizes only"
 __all__ = [
     "DEFAULT_LABEL",
     "DEFAULT_LOWER_NAME",
+    "check_output_name",
     "create",
     "format_for",
     "image_sizes",
@@ -68,6 +69,25 @@ def format_for(
     if name.endswith(".tar") or media is None:
         return "tar"
     return "iso"
+
+
+# GNU tar's --auto-compress suffixes, and lz4: names that promise a compressed archive
+_COMPRESSED_SUFFIXES = (
+    ".gz", ".tgz", ".taz", ".z", ".bz2", ".tbz", ".tbz2", ".tz2", ".tb2", ".xz", ".txz",
+    ".lz", ".lzma", ".tlz", ".lzo", ".lz4", ".zst", ".tzst",
+)  # fmt: skip
+
+
+def check_output_name(output: str) -> None:
+    """Refuse an output named like a compressed archive: ciphertext does not compress, and an
+    uncompressed tar under that name would fool every tool that trusts the name."""
+    suffix = next((s for s in _COMPRESSED_SUFFIXES if output.lower().endswith(s)), None)
+    if suffix is not None:
+        raise UsageError(
+            f"-o {output}: eCryptfs data is encrypted and does not compress, "
+            f"so ecarchive writes no {suffix} archive",
+            hint="name it .tar or .iso; a compressor in a pipe would only spend time",
+        )
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -222,6 +242,7 @@ def create(
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
     reporter = reporter or Reporter()
+    check_output_name(output)
     fmt = format_for(output, format, media)
     if (volume is not None or volume_command) and media is None:
         raise UsageError("--volume and --volume-command need --media")

@@ -128,6 +128,7 @@ def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    api.check_output_name(args.output)  # before the passphrase prompt
     fmt = api.format_for(args.output, args.format, args.media)
     common: dict[str, Any] = dict(
         key_bytes=args.key_bytes,

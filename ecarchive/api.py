@@ -138,7 +138,8 @@ class _Job:
         def encrypt(name: bytes) -> bytes:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
-        text = restore_text(MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt == "iso")
+        spec = MountSpec(keys=keys, key_bytes=key_bytes)
+        text = restore_text(spec, lower_name, iso=fmt == "iso")
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -169,8 +170,18 @@ class _Job:
         # The manifest's size goes into the split, so every volume is measured with its own.
         volumes = split(append_manifest(plan.entries, self.facts), self.fmt, self.capacity)
         if len(volumes) > 1:
+            count = len(volumes)
+
+            def numbered(entries: tuple[Entry, ...], n: int) -> tuple[Entry, ...]:
+                """RESTORE.txt says which volume it is on (same length: the split holds)."""
+                text = restore_text(spec, lower_name, iso=fmt == "iso", volume=n, volumes=count)
+                return tuple(
+                    replace(e, data=text) if e.path == RESTORE_NAME and e.source is None else e
+                    for e in entries
+                )
+
             volumes = [
-                append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
+                append_manifest(numbered(v, n), replace(self.facts, volume=n, volumes=count))
                 for n, v in enumerate(volumes, 1)
             ]
         self.volumes = volumes

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
-from .create import Destinations, Format, progress_bar, split, write_volumes
+from .create import Destinations, Format, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
@@ -28,6 +28,7 @@ from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry
 from .plan import PlanOptions, build_plan
+from .progress import Progress
 from .reader import EncryptingReader
 from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
@@ -314,7 +315,7 @@ def restore(
     """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST."""
     reporter = reporter or Reporter()
     total = os.path.getsize(archive) if os.path.isfile(archive) else None
-    bar = progress_bar(total, progress)
+    bar = Progress(total, progress)
 
     def advance(n: int) -> None:
         bar.update(n)

@@ -10,17 +10,14 @@ import contextlib
 import io
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from tqdm import tqdm
 
 from .errors import OutputFailed, Reporter, UsageError
 from .manifest import ManifestBuilder
 from .model import Entry
 from .output import Output
+from .progress import Progress
 from .reader import EncryptingReader
 from .sinks.iso import body_from_opener, image_size, plan_iso, write_iso
 from .sinks.tar import write_tar
@@ -51,20 +48,7 @@ def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[t
     return split_volumes(entries, capacity, lambda es: fmt.size(es))
 
 
-def progress_bar(total: int | None, enabled: bool) -> tqdm[Any]:
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-
-def _counted(chunks: Iterator[Chunk], bar: tqdm[Any]) -> Iterator[Chunk]:
+def _counted(chunks: Iterator[Chunk], bar: Progress) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
         bar.update(len(chunk))
@@ -75,11 +59,12 @@ def write_volume(
     fmt: Format,
     reader: EncryptingReader,
     fd: int,
-    bar: tqdm[Any],
+    bar: Progress,
     reporter: Reporter,
     manifest: ManifestBuilder,
-) -> None:
-    """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
+) -> int:
+    """Stream one volume to `fd` with the format's sink; its manifest is the last member.
+    Returns the bytes written."""
 
     def read(entry: Entry) -> Iterator[Chunk] | None:
         chunks = reader.open(entry)
@@ -90,6 +75,8 @@ def write_volume(
     hashed = manifest.opener(read)
 
     def open_data(entry: Entry) -> Iterator[Chunk] | None:
+        if entry.source is not None:
+            bar.file_done()
         chunks = hashed(entry)
         if chunks is None:
             bar.update(entry.size)
@@ -98,8 +85,7 @@ def write_volume(
 
     reader.expect(entries)  # small files are read and encrypted ahead in the helper
     if fmt.name == "tar":
-        write_tar(tuple(entries), open_data, fd)
-        return
+        return write_tar(tuple(entries), open_data, fd)
     layout = plan_iso(
         list(entries), volume_label=fmt.volume_label, volume_time_ns=fmt.volume_time_ns
     )
@@ -113,6 +99,7 @@ def write_volume(
             write_iso(layout, body_from_opener(open_data), out)
     except OSError as e:
         raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
+    return layout.size
 
 
 class Destinations:
@@ -212,15 +199,20 @@ def write_volumes(
     progress: bool,
     reporter: Reporter,
     manifest: Callable[[int, tuple[Entry, ...]], ManifestBuilder],
-) -> None:
-    """Write the selected volumes in turn, each with the manifest builder made for it."""
+) -> int:
+    """Write the selected volumes in turn, each with the manifest builder made for it.
+    Returns the bytes written."""
     numbers = dest.selected(only)
     total = sum(e.size for n in numbers for e in volumes[n - 1])
-    bar = progress_bar(total, progress)
+    files = sum(e.source is not None for n in numbers for e in volumes[n - 1])
+    bar = Progress(total, progress, files=files)
+    written = 0
     try:
         for i, number in enumerate(numbers):
             entries = volumes[number - 1]
             with dest.open(number, first=i == 0) as fd:
-                write_volume(entries, fmt, reader, fd, bar, reporter, manifest(number, entries))
+                man = manifest(number, entries)
+                written += write_volume(entries, fmt, reader, fd, bar, reporter, man)
     finally:
         bar.close()
+    return written

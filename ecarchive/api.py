@@ -26,9 +26,9 @@ from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
-from .model import Entry
+from .model import Entry, Kind
 from .plan import PlanOptions, build_plan
-from .progress import Progress
+from .progress import Progress, Tally
 from .reader import EncryptingReader
 from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
@@ -247,12 +247,15 @@ def create(
     key_store: str | None = None,
     rotate_keys_on_change: bool = False,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`.
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
+    tally = Tally()
     reporter = reporter or Reporter()
     check_output_name(output)
     fmt = format_for(output, format, media)
@@ -297,10 +300,19 @@ def create(
     if len(job.volumes) > 1:
         reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
     try:
-        write_volumes(job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest)
+        tally.bytes_out = write_volumes(
+            job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+        )
     finally:
         if isinstance(keysource, StableKeys):
             keysource.close()
+    if summary:
+        for number in dest.selected(volume):
+            for entry in job.volumes[number - 1]:
+                if entry.source is not None or entry.kind is not Kind.FILE:  # not RESTORE.txt
+                    tally.count(entry.kind)
+                    tally.bytes_in += entry.plain_size
+        reporter.note(tally.summary("created", len(reporter.warnings)))
     return reporter.exit_code
 
 
@@ -310,20 +322,30 @@ def restore(
     *,
     passphrase: bytes,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST."""
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
+    tally = Tally()
     reporter = reporter or Reporter()
     total = os.path.getsize(archive) if os.path.isfile(archive) else None
     bar = Progress(total, progress)
 
     def advance(n: int) -> None:
+        tally.bytes_in += n
         bar.update(n)
+        if tally.files > bar.files:
+            bar.file_done(tally.files - bar.files)
 
     try:
-        restore_archive(archive, dest, passphrase, reporter, progress=advance)
+        restore_archive(archive, dest, passphrase, reporter, progress=advance, tally=tally)
     finally:
         bar.close()
+    if summary:
+        if total is not None:  # an archive file: headers and padding are read too
+            tally.bytes_in = total
+        reporter.note(tally.summary("restored", len(reporter.warnings)))
     return reporter.exit_code
 
 

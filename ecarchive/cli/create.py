@@ -163,5 +163,6 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         key_store=args.key_store,
         rotate_keys_on_change=args.rotate_keys_on_change,
         progress=want_progress(args),
+        summary=not args.quiet,
         **common,
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .errors import OutputFailed, Reporter, UsageError
+from .iso import SECTOR_SIZE
 from .manifest import ManifestBuilder
 from .model import Entry
 from .output import Output
@@ -106,11 +107,19 @@ class Destinations:
     """Where volume n (1-based) goes: one output, a numbered file pattern, or a command."""
 
     def __init__(
-        self, output: str, *, volume_count: int, command: str | None, only: int | None
+        self,
+        output: str,
+        *,
+        volume_count: int,
+        command: str | None,
+        only: int | None,
+        sizes: Sequence[int] | None = None,
     ) -> None:
+        """`sizes`: each volume's exact size, given to `command` (ISO images only)."""
         self.output = output
         self.command = command
         self.count = volume_count
+        self.sizes = sizes
         numbered = "%" in output
         if numbered:
             try:
@@ -143,7 +152,8 @@ class Destinations:
         if self.command:
             if not first:
                 _wait_for_disc(number, self.count)
-            with _command(self.command, number, self.count) as fd:
+            size = self.sizes[number - 1] if self.sizes is not None else None
+            with _command(self.command, number, self.count, size) as fd:
                 yield fd
             return
         name = self.output % number if self.numbered else self.output
@@ -177,8 +187,12 @@ def _wait_for_disc(number: int, count: int) -> None:
 
 
 @contextlib.contextmanager
-def _command(command: str, number: int, count: int) -> Iterator[int]:
+def _command(command: str, number: int, count: int, size: int | None) -> Iterator[int]:
     env = dict(os.environ, ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+    if size is not None:  # what growisofs tracksize: and cdrecord tsize= need up front
+        env.update(
+            ECARCHIVE_VOLUME_BYTES=str(size), ECARCHIVE_VOLUME_SECTORS=str(size // SECTOR_SIZE)
+        )
     proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
     assert proc.stdin is not None
     try:

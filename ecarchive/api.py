@@ -281,7 +281,10 @@ def create(
         media=media,
         reporter=reporter,
     )
-    dest = Destinations(output, volume_count=len(job.volumes), command=volume_command, only=volume)
+    sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and fmt == "iso" else None
+    dest = Destinations(
+        output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
+    )
     dest.check()
     keysource: KeySource
     if stable_keys:

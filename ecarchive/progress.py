@@ -74,4 +74,3 @@ class Tally:
             f"in {seconds:.1f} s ({rate:.1f} MB/s); "
             f"{warnings} warning{'' if warnings == 1 else 's'}"
         )
-

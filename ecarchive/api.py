@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Literal, TextIO
 
 from .chain import list_deletions, restore_chain
-from .create import Destinations, Format, progress_bar, split, write_volumes
+from .create import Destinations, Format, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
@@ -29,8 +29,9 @@ from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
-from .model import Entry
+from .model import Entry, Kind
 from .plan import PlanOptions, build_plan
+from .progress import Progress, Tally
 from .reader import EncryptingReader
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
 from .sinks.iso import volume_identifier
@@ -47,6 +48,7 @@ _SIZES_ONLY_PASSPHRASE = b"sizes only"
 __all__ = [
     "DEFAULT_LABEL",
     "DEFAULT_LOWER_NAME",
+    "check_output_name",
     "create",
     "format_for",
     "image_sizes",
@@ -57,11 +59,38 @@ __all__ = [
 ]
 
 
-def format_for(output: str, format: FormatName | None) -> FormatName:
-    """The explicit format, else ISO for an output ending in .iso, else tar."""
+def format_for(
+    output: str, format: FormatName | None, media: str | int | None = None
+) -> FormatName:
+    """The explicit format, else the output's extension (.iso, .tar), else ISO when splitting
+    for discs (`media`: what growisofs burns is an image, not a tar), else tar."""
     if format is not None:
         return format
-    return "iso" if output.lower().endswith(".iso") else "tar"
+    name = output.lower()
+    if name.endswith(".iso"):
+        return "iso"
+    if name.endswith(".tar") or media is None:
+        return "tar"
+    return "iso"
+
+
+# GNU tar's --auto-compress suffixes, and lz4: names that promise a compressed archive
+_COMPRESSED_SUFFIXES = (
+    ".gz", ".tgz", ".taz", ".z", ".bz2", ".tbz", ".tbz2", ".tz2", ".tb2", ".xz", ".txz",
+    ".lz", ".lzma", ".tlz", ".lzo", ".lz4", ".zst", ".tzst",
+)  # fmt: skip
+
+
+def check_output_name(output: str) -> None:
+    """Refuse an output named like a compressed archive: ciphertext does not compress, and an
+    uncompressed tar under that name would fool every tool that trusts the name."""
+    suffix = next((s for s in _COMPRESSED_SUFFIXES if output.lower().endswith(s)), None)
+    if suffix is not None:
+        raise UsageError(
+            f"-o {output}: eCryptfs data is encrypted and does not compress, "
+            f"so ecarchive writes no {suffix} archive",
+            hint="name it .tar or .iso; a compressor in a pipe would only spend time",
+        )
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -116,8 +145,9 @@ class _Job:
         def encrypt(name: bytes) -> bytes:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
-        text = restore_text(MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt == "iso")
+        spec = MountSpec(keys=keys, key_bytes=key_bytes)
         self.incremental: Incremental | None = None
+        chain_note = b""
         if listed_incremental is not None:
             keying = Keying(keys.file_key.sig_hex, fnek.sig_hex if fnek else None, key_bytes, lower)
             self.incremental = Incremental(
@@ -126,8 +156,9 @@ class _Job:
                 full=level == 0,
                 check_ctime=not stable_keys,  # its xattr writes move ctime
             )
-            text += self.incremental.restore_note()
+            chain_note = self.incremental.restore_note()
             excludes = (*excludes, *self.incremental.excludes(source))
+        text = restore_text(spec, lower_name, iso=fmt == "iso") + chain_note
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -162,8 +193,19 @@ class _Job:
         # The manifest's size goes into the split, so every volume is measured with its own.
         volumes = split(append_manifest(entries, self.facts), self.fmt, self.capacity)
         if len(volumes) > 1:
+            count = len(volumes)
+
+            def numbered(entries: tuple[Entry, ...], n: int) -> tuple[Entry, ...]:
+                """RESTORE.txt says which volume it is on (same length: the split holds)."""
+                text = restore_text(spec, lower_name, iso=fmt == "iso", volume=n, volumes=count)
+                text += chain_note
+                return tuple(
+                    replace(e, data=text) if e.path == RESTORE_NAME and e.source is None else e
+                    for e in entries
+                )
+
             volumes = [
-                append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
+                append_manifest(numbered(v, n), replace(self.facts, volume=n, volumes=count))
                 for n, v in enumerate(deletions_in_first_volume(volumes), 1)
             ]
         self.volumes = volumes
@@ -235,18 +277,22 @@ def create(
     listed_incremental: str | None = None,
     level: int | None = None,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`.
 
     With `listed_incremental` (a snapshot file, GNU tar's -g): level 0 when it does not exist
     or `level` is 0, else only what changed since; the snapshot is replaced once every volume
     is written (see ecarchive.incremental).
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
+    tally = Tally()
     reporter = reporter or Reporter()
-    fmt = format_for(output, format)
+    check_output_name(output)
+    fmt = format_for(output, format, media)
     if (volume is not None or volume_command) and media is None:
         raise UsageError("--volume and --volume-command need --media")
     if volume_command and volume is not None:
@@ -279,7 +325,10 @@ def create(
         level=level,
         stable_keys=stable_keys,
     )
-    dest = Destinations(output, volume_count=len(job.volumes), command=volume_command, only=volume)
+    sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and fmt == "iso" else None
+    dest = Destinations(
+        output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
+    )
     dest.check()
     keysource: KeySource
     if stable_keys:
@@ -299,12 +348,19 @@ def create(
         reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
     try:
         with job.incremental.committing() if job.incremental else contextlib.nullcontext():
-            write_volumes(
+            tally.bytes_out = write_volumes(
                 job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
             )
     finally:
         if isinstance(keysource, StableKeys):
             keysource.close()
+    if summary:
+        for number in dest.selected(volume):
+            for entry in job.volumes[number - 1]:
+                if entry.source is not None or entry.kind is not Kind.FILE:  # not RESTORE.txt
+                    tally.count(entry.kind)
+                    tally.bytes_in += entry.plain_size
+        reporter.note(tally.summary("created", len(reporter.warnings)))
     return reporter.exit_code
 
 
@@ -314,24 +370,33 @@ def restore(
     *,
     passphrase: bytes,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
-
-    A sequence of archives is an incremental chain, applied in order (ecarchive.chain)."""
+    A sequence of archives is an incremental chain, applied in order (ecarchive.chain).
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
+    tally = Tally()
     reporter = reporter or Reporter()
     archives = [archive] if isinstance(archive, str) else list(archive)
     sizes = [os.path.getsize(a) if os.path.isfile(a) else None for a in archives]
     total = None if None in sizes else sum(s or 0 for s in sizes)
-    bar = progress_bar(total, progress)
+    bar = Progress(total, progress)
 
     def advance(n: int) -> None:
+        tally.bytes_in += n
         bar.update(n)
+        if tally.files > bar.files:
+            bar.file_done(tally.files - bar.files)
 
     try:
-        restore_chain(archives, dest, passphrase, reporter, progress=advance)
+        restore_chain(archives, dest, passphrase, reporter, progress=advance, tally=tally)
     finally:
         bar.close()
+    if summary:
+        if total is not None:  # an archive file: headers and padding are read too
+            tally.bytes_in = total
+        reporter.note(tally.summary("restored", len(reporter.warnings)))
     return reporter.exit_code
 
 

@@ -33,6 +33,7 @@ from .errors import ArchiveUnreadable, EcarchiveError, Reporter
 from .incremental import DELETED_NAME, ChainFacts, parse_deleted
 from .listing import escape_path
 from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
+from .progress import Tally
 from .restore import restore_archive
 
 STDIN = "-"
@@ -364,6 +365,7 @@ def restore_chain(
     reporter: Reporter,
     *,
     progress: Progress | None = None,
+    tally: Tally | None = None,
 ) -> None:
     """Restore SOURCES, in order, into DEST (see the module docstring). One archive that is not
     incremental restores exactly as `restore_archive`."""
@@ -383,6 +385,7 @@ def restore_chain(
             passphrase,
             reporter,
             progress=progress,
+            tally=tally,
             lower_root=level.lower_root if level.facts is not None else None,
         )
         if level.facts is not None or level.source != STDIN:

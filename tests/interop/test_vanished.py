@@ -16,6 +16,7 @@ from ecarchive.errors import Reporter
 from ecarchive.keysource import FreshKeys
 from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.progress import Progress
 from ecarchive.reader import EncryptingReader
 from ecarchive.restore import restore_archive
 from tests.cli.conftest import PASSPHRASE, run_cli
@@ -57,15 +58,13 @@ def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
         FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter
     )
     out = tmp_path / f"a.{fmt_name}"
-    from tqdm import tqdm
-
     with open(out, "wb") as f:
         write_volume(
             entries,
             fmt,
             reader,
             f.fileno(),
-            tqdm(disable=True),
+            Progress(None, enabled=False),
             reporter,
             ManifestBuilder(entries, facts, KEYS.file_key),
         )

@@ -55,6 +55,10 @@ class ArchiveUnreadable(EcarchiveError):
     """The input archive cannot be read at all."""
 
 
+class NoArchiveFound(ArchiveUnreadable):
+    """The input holds no ecarchive archive: empty, blank, or something else entirely."""
+
+
 class Reporter:
     """Collects warnings while work goes on and prints each once, on stderr."""
 

@@ -7,29 +7,9 @@ from typing import TextIO
 
 from .archive_reader import open_lower_tree
 from .decoder import Decoder, Keys, PlainEntry
+from .display import escape_path
 from .errors import Reporter
 from .model import Kind
-
-_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n"}
-_PRINTABLE_MIN = 0x20
-_DEL = 0x7F
-
-
-def escape_path(raw: bytes) -> str:
-    """UTF-8 shown as is; backslash, tab, newline as \\\\ \\t \\n; other bytes as \\xNN."""
-    text = raw.decode("utf-8", errors="surrogateescape")
-    out: list[str] = []
-    for ch in text:
-        code = ord(ch)
-        if code in _ESCAPES:
-            out.append(_ESCAPES[code])
-        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by surrogateescape
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < _PRINTABLE_MIN or code == _DEL:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def format_entry(entry: PlainEntry) -> str:

@@ -8,21 +8,33 @@ header's size decides the length), directories, symlinks, hard links, fifos and 
 
 from __future__ import annotations
 
+import enum
 import errno
 import grp
+import hashlib
 import os
 import pwd
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .archive_reader import open_lower_tree
-from .decoder import DamagedEntry, Decoder, Keys, PlainEntry
+from .archive_reader import (
+    DataReader,
+    LowerEntry,
+    LowerTree,
+    MemberUnreadable,
+    Path,
+    open_lower_tree,
+)
+from .decoder import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
+from .display import escape_path
 from .errors import OutputFailed, Reporter
 from .listing import list_archive
+from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
 from .model import Kind
+from .read.dest import DestTree, Parts, lstat_at, make_room, open_dir_at
 
 __all__ = ["list_archive", "restore_archive"]
 
@@ -33,6 +45,7 @@ _WORK_DIR_MODE = 0o700  # directories stay writable for us until their final mod
 _PARENT_DIR_MODE = 0o755  # parents the archive does not list (tar does the same)
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_MODE = 0o600
+_DATA_KINDS = (Kind.FILE, Kind.HARDLINK)
 
 
 @lru_cache(maxsize=256)
@@ -58,193 +71,295 @@ def _gid(gname: str, gid: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _DirMeta:
-    path: bytes
+    parts: Parts
     mode: int
     mtime_ns: int
     uid: int
     gid: int
 
 
-class _Writer:
-    """Creates the plaintext tree under DEST. Never follows a symlink it did not check."""
+class Existing(enum.Enum):
+    """What happens to a file that is already in DEST where the archive has one (GNU tar)."""
 
-    def __init__(self, dest: str, reporter: Reporter) -> None:
+    REPLACE = "replace"  # the default: remove it, restore the archive's
+    KEEP = "keep"  # --keep-old-files: leave it and warn (exit 1)
+    SKIP = "skip"  # --skip-old-files: leave it silently
+
+
+class _Kept(Exception):
+    """The member is not restored because DEST already has that name (--keep/--skip-old-files)."""
+
+
+def _parts(rel: bytes) -> Parts:
+    return tuple(rel.split(b"/"))
+
+
+class _Writer:
+    """Creates the plaintext tree under DEST through directory fds (read.dest): nothing outside
+    DEST is ever created, written or changed, whatever symlinks the archive or DEST holds."""
+
+    def __init__(
+        self, dest: str, reporter: Reporter, existing: Existing = Existing.REPLACE
+    ) -> None:
         self.root = os.fsencode(dest)
         self.reporter = reporter
-        self.started = False
+        self.existing = existing
+        self.tree: DestTree | None = None
         self.as_root = os.geteuid() == 0
-        self._checked_dirs: set[bytes] = {b""}  # real directories made or verified by this run
         self._files: set[bytes] = set()  # regular files restored by this run (hard-link targets)
         self._dirs: list[_DirMeta] = []
 
-    def _abs(self, rel: bytes) -> bytes:
-        return os.path.join(self.root, rel) if rel else self.root
+    @property
+    def started(self) -> bool:
+        return self.tree is not None
 
-    def start(self) -> None:
-        if self.started:
-            return
+    def start(self) -> DestTree:
+        if self.tree is not None:
+            return self.tree
         try:
             os.makedirs(self.root, exist_ok=True)
-        except FileExistsError as e:
+            self.tree = DestTree.open(self.root)
+        except (FileExistsError, NotADirectoryError) as e:
             raise OutputFailed(f"{os.fsdecode(self.root)}: exists and is not a directory") from e
         except OSError as e:
             raise OutputFailed(f"{os.fsdecode(self.root)}: cannot create: {e.strerror}") from e
-        if not os.path.isdir(self.root):
-            raise OutputFailed(f"{os.fsdecode(self.root)}: exists and is not a directory")
-        self.started = True
-
-    def _make_room(self, rel: bytes, *, keep_dir: bool) -> bool:
-        """Remove what stands at rel, like tar does; True when a directory may stay."""
-        path = self._abs(rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if stat.S_ISDIR(st.st_mode):
-            if keep_dir:
-                return True
-            os.rmdir(path)
-        else:
-            os.unlink(path)
-        self._files.discard(rel)
-        return False
-
-    def _parent(self, rel: bytes) -> None:
-        """Make sure every parent of rel is a real directory (not a symlink) made by us."""
-        missing: list[bytes] = []
-        parent = os.path.dirname(rel)
-        while parent not in self._checked_dirs:
-            missing.append(parent)
-            parent = os.path.dirname(parent)
-        for parent in reversed(missing):
-            if not self._make_room(parent, keep_dir=True):
-                os.mkdir(self._abs(parent), _PARENT_DIR_MODE)
-            self._checked_dirs.add(parent)
+        return self.tree
 
     def _owner(self, entry: PlainEntry) -> tuple[int, int]:
         e = entry.lower
         return _uid(e.uname, e.uid), _gid(e.gname, e.gid)
 
-    def _finish_inode(self, entry: PlainEntry, fd: int | None = None) -> None:
+    def _finish_fd(self, entry: PlainEntry, fd: int) -> None:
         """Owner, then mode (chown clears setuid), then times."""
-        target: int | bytes = fd if fd is not None else self._abs(entry.path)
-        mtime = entry.lower.mtime_ns
         if self.as_root:
-            uid, gid = self._owner(entry)
-            os.chown(target, uid, gid, follow_symlinks=entry.kind is not Kind.SYMLINK)
-        if entry.kind is not Kind.SYMLINK:
-            os.chmod(target, entry.lower.mode)
-            os.utime(target, ns=(time.time_ns(), mtime))
-        else:
-            os.utime(target, ns=(time.time_ns(), mtime), follow_symlinks=False)
+            os.fchown(fd, *self._owner(entry))
+        os.fchmod(fd, entry.lower.mode)
+        os.utime(fd, ns=(time.time_ns(), entry.lower.mtime_ns))
+
+    def _finish_at(self, entry: PlainEntry, parent: int, name: bytes) -> None:
+        """The same for a node just made at parent/name that cannot be opened safely (a fifo
+        would block, a device might act): by name, never following a symlink."""
+        symlink = entry.kind is Kind.SYMLINK
+        if self.as_root:
+            os.chown(name, *self._owner(entry), dir_fd=parent, follow_symlinks=False)
+        if not symlink:
+            os.chmod(name, entry.lower.mode, dir_fd=parent)
+        os.utime(
+            name, ns=(time.time_ns(), entry.lower.mtime_ns), dir_fd=parent, follow_symlinks=False
+        )
 
     def add(self, entry: PlainEntry) -> None:
         self.start()
         try:
             self._add(entry)
+        except _Kept:
+            pass
         except DamagedEntry as e:
             self.reporter.warn(f"{entry.display}: {e}; skipped")
         except OSError as e:
             if e.errno in _FATAL_ERRNOS:
                 raise OutputFailed(f"{entry.display}: cannot write: {e.strerror}") from e
             self.reporter.warn(f"{entry.display}: cannot restore: {e.strerror}; skipped")
+        except (OverflowError, ValueError) as e:  # an owner or time no system call takes
+            self.reporter.warn(f"{entry.display}: cannot restore: {e}; skipped")
+
+    def _room(self, parent: int, name: bytes, entry: PlainEntry) -> bool:
+        """Apply the existing-file policy; True when a directory stands there and may stay."""
+        if self.existing is not Existing.REPLACE and entry.kind is not Kind.DIR:
+            st = lstat_at(parent, name)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                if self.existing is Existing.KEEP:
+                    self.reporter.warn(f"{entry.display}: already exists; not replaced")
+                raise _Kept
+        return make_room(parent, name, keep_dir=entry.kind is Kind.DIR)
 
     def _add(self, entry: PlainEntry) -> None:
-        rel = entry.path
-        self._parent(rel)
-        self._checked_dirs.discard(rel)
+        assert self.tree is not None
+        parts = _parts(entry.path)
+        *up, name = parts
+        parent = self.tree.dir_fd(tuple(up), make=_PARENT_DIR_MODE)
         kind = entry.kind
-        exists = self._make_room(rel, keep_dir=kind is Kind.DIR)
-        path = self._abs(rel)
+        exists = self._room(parent, name, entry)
+        self._files.discard(entry.path)
         if kind is Kind.DIR:
             if not exists:
-                os.mkdir(path, _WORK_DIR_MODE)
-            self._checked_dirs.add(rel)
+                os.mkdir(name, _WORK_DIR_MODE, dir_fd=parent)
             uid, gid = self._owner(entry)
-            self._dirs.append(_DirMeta(rel, entry.lower.mode, entry.lower.mtime_ns, uid, gid))
+            self._dirs.append(_DirMeta(parts, entry.lower.mode, entry.lower.mtime_ns, uid, gid))
         elif kind is Kind.FILE:
-            self._write_file(entry, path)
-            self._files.add(rel)
+            self._write_file(entry, parent, name)
+            self._files.add(entry.path)
         elif kind is Kind.SYMLINK:
-            os.symlink(entry.target, path)
-            self._finish_inode(entry)
+            os.symlink(entry.target, name, dir_fd=parent)
+            self._finish_at(entry, parent, name)
         elif kind is Kind.HARDLINK:
             if entry.target not in self._files:
                 raise DamagedEntry(
-                    f"hard link to {os.fsdecode(entry.target)}, which was not restored"
+                    f"hard link to {escape_path(entry.target)}, which was not restored"
                 )
-            os.link(self._abs(entry.target), path, follow_symlinks=False)
-            self._files.add(rel)
+            *src_up, src_name = _parts(entry.target)
+            src_dir = self.tree.open_detached(tuple(src_up))
+            try:
+                os.link(
+                    src_name, name, src_dir_fd=src_dir, dst_dir_fd=parent, follow_symlinks=False
+                )
+            finally:
+                os.close(src_dir)
+            self._files.add(entry.path)
         elif kind is Kind.FIFO:
-            os.mkfifo(path, _NEW_FILE_MODE)
-            self._finish_inode(entry)
+            os.mkfifo(name, _NEW_FILE_MODE, dir_fd=parent)
+            self._finish_at(entry, parent, name)
         else:
             file_type = stat.S_IFCHR if kind is Kind.CHAR else stat.S_IFBLK
-            os.mknod(path, _NEW_FILE_MODE | file_type, entry.lower.rdev)
-            self._finish_inode(entry)
+            os.mknod(name, _NEW_FILE_MODE | file_type, entry.lower.rdev, dir_fd=parent)
+            self._finish_at(entry, parent, name)
 
-    def _write_file(self, entry: PlainEntry, path: bytes) -> None:
+    def _write_file(self, entry: PlainEntry, parent: int, name: bytes) -> None:
         if entry.content is None:
             raise DamagedEntry("file has no content reader")
-        fd = os.open(path, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
+        fd = os.open(name, _NEW_FILE_FLAGS, _NEW_FILE_MODE, dir_fd=parent)
         try:
             for chunk in entry.content.chunks():
                 view = chunk
                 while view:
                     view = view[os.write(fd, view) :]
-            self._finish_inode(entry, fd)
+            self._finish_fd(entry, fd)
         except BaseException:
             os.close(fd)
-            os.unlink(path)
+            os.unlink(name, dir_fd=parent)
             raise
         os.close(fd)
 
-    def unwrap(self, name: bytes) -> None:
-        """Move what was restored under NAME/ one level up: the stream's lower directory came
-        before its RESTORE.txt, so NAME/ turned out to be the lower root (LowerTree)."""
-        if name not in self._checked_dirs:
-            return
-        holder = b".ecarchive-unwrap-" + os.urandom(6).hex().encode()
-        os.rename(self._abs(name), self._abs(holder))
-        kept = False
-        for child in sorted(os.listdir(self._abs(holder))):
-            if os.path.lexists(self._abs(child)):
-                self.reporter.warn(
-                    f"{os.fsdecode(child)}: already in the destination; left in "
-                    f"{os.fsdecode(name)}/"
-                )
-                kept = True
-                continue
-            os.rename(os.path.join(self._abs(holder), child), self._abs(child))
-        prefix = name + b"/"
-        if kept:
-            os.rename(self._abs(holder), self._abs(name))
-        else:
-            os.rmdir(self._abs(holder))
-        moved = []
-        for meta in self._dirs:
-            if meta.path.startswith(prefix) and not os.path.lexists(self._abs(meta.path)):
-                rel = meta.path[len(prefix) :]
-                meta = _DirMeta(rel, meta.mode, meta.mtime_ns, meta.uid, meta.gid)
-            elif meta.path == name and not kept:
-                continue
-            moved.append(meta)
-        self._dirs = moved
-
     def finish(self) -> None:
-        """Directory modes and times, deepest first so setting them disturbs nothing."""
+        """Directory modes and times, deepest first so setting them disturbs nothing; each
+        directory is reopened component by component, so a symlink that replaced it (or one
+        of its parents) since it was made is not followed."""
+        tree = self.tree
+        if tree is None:
+            return
         for meta in reversed(self._dirs):
-            path = self._abs(meta.path)
+            *up, name = meta.parts
             try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    continue  # a later member replaced the directory
+                parent = tree.dir_fd(tuple(up))
+                fd = open_dir_at(parent, name)
+            except OSError:
+                continue  # a later member replaced the directory (or a parent) by a non-directory
+            try:
                 if self.as_root:
-                    os.chown(path, meta.uid, meta.gid)
-                os.chmod(path, meta.mode)
-                os.utime(path, ns=(time.time_ns(), meta.mtime_ns))
-            except OSError as e:
-                self.reporter.warn(f"{os.fsdecode(meta.path)}: cannot set attributes: {e.strerror}")
+                    os.fchown(fd, meta.uid, meta.gid)
+                os.fchmod(fd, meta.mode)
+                os.utime(fd, ns=(time.time_ns(), meta.mtime_ns))
+            except (OSError, OverflowError) as e:
+                where = escape_path(b"/".join(meta.parts))
+                self.reporter.warn(f"{where}: cannot set attributes: {getattr(e, 'strerror', e)}")
+            finally:
+                os.close(fd)
         self._dirs.clear()
+
+    def remove(self, plain: bytes) -> None:
+        """Unlink a file this run restored (never a directory, never outside DEST)."""
+        assert self.tree is not None
+        *up, name = _parts(plain)
+        try:
+            parent = self.tree.dir_fd(tuple(up))
+            if plain in self._files:
+                os.unlink(name, dir_fd=parent)
+                self._files.discard(plain)
+        except OSError as e:
+            self.reporter.warn(f"{escape_path(plain)}: cannot remove: {e.strerror}")
+
+    def close(self) -> None:
+        if self.tree is not None:
+            self.finish()
+            self.tree.close()
+
+
+class _HashingData:
+    """A member's lower bytes on their way to the decoder, hashed; `drain` takes in what the
+    decoder left (bytes past the header's size) so the digest covers the whole member."""
+
+    def __init__(self, inner: DataReader, buf: memoryview) -> None:
+        self._inner = inner
+        self._buf = buf
+        self.sha = hashlib.sha256()
+
+    def readinto(self, view: memoryview) -> int:
+        n = self._inner.readinto(view)
+        self.sha.update(view[:n])
+        return n
+
+    def drain(self) -> bytes | None:
+        """The member's SHA-256, or None when the rest of it cannot be read."""
+        try:
+            while n := self._inner.readinto(self._buf):
+                self.sha.update(self._buf[:n])
+        except MemberUnreadable:
+            return None
+        return self.sha.digest()
+
+
+class _Check:
+    """What restore compares with the manifest at the end: the SHA-256 of every lower file it
+    read, by lower path, with the plaintext path it was restored to."""
+
+    def __init__(self) -> None:
+        self.digests: dict[Path, bytes | None] = {}
+        self.restored: dict[Path, bytes] = {}  # lower path → plaintext path, files only
+        self._buf = memoryview(bytearray(CHUNK))
+
+    def hashed(self, entries: Iterator[LowerEntry]) -> Iterator[LowerEntry]:
+        for entry in entries:
+            if entry.kind is not Kind.FILE or entry.data is None:
+                yield entry
+                continue
+            data = _HashingData(entry.data, self._buf)
+            entry.data = data
+            yield entry
+            self.digests[entry.path] = data.drain()  # the consumer is done with the member
+
+    def compare(self, tree: LowerTree, keys: Keys, reporter: Reporter, writer: _Writer) -> None:
+        if tree.manifest is None:
+            if tree.side_files:
+                # archives made before manifests existed have none: said, not an error
+                reporter.note(
+                    f"{escape_path(MANIFEST_NAME)} missing: restored files were not checked"
+                )
+            return
+        try:
+            manifest = parse(tree.manifest)
+        except ManifestError as e:
+            reporter.warn(f"{escape_path(MANIFEST_NAME)}: {e}; restored files were not checked")
+            return
+        if not mac_ok(manifest, keys.file_key):
+            reporter.warn(
+                f"{escape_path(MANIFEST_NAME)}: HMAC does not verify: the manifest was altered "
+                "(or written with another passphrase)"
+            )
+        prefix = tree.lower_root + b"/" if tree.lower_root else b""
+        listed: set[Path] = set()
+        for line in manifest.lines:
+            # a directory walk may meet a hard-linked file under any of its names first
+            if line.kind not in _DATA_KINDS or not line.path.startswith(prefix):
+                continue
+            path = tuple(line.path[len(prefix) :].split(b"/"))
+            listed.add(path)
+            plain = self.restored.get(path)
+            if plain is None:
+                continue
+            if line.absent:
+                reporter.warn(
+                    f"{escape_path(plain)}: vanished while the archive was written; "
+                    "its zero-filled placeholder is not restored"
+                )
+                writer.remove(plain)
+            elif self.digests.get(path) != line.digest:
+                reporter.warn(
+                    f"{escape_path(plain)}: restored content differs from the manifest "
+                    "(SHA-256 mismatch): the archive is damaged"
+                )
+        for path, plain in self.restored.items():
+            if path not in listed:
+                reporter.warn(f"{escape_path(plain)}: not in the manifest")
 
 
 def restore_archive(
@@ -254,27 +369,36 @@ def restore_archive(
     reporter: Reporter,
     *,
     progress: Progress | None = None,
+    existing: Existing = Existing.REPLACE,
 ) -> None:
     """Decrypt SOURCE into DEST.
 
-    SOURCE is a tar (or other libarchive-readable archive, ISO 9660 included), '-' for stdin,
-    or an already-extracted archive or lower directory. DEST is created when the first entry is
-    known to decrypt; it may already exist (entries replace what is in their way, as tar does).
+    SOURCE is a tar or ISO 9660 image (file or '-' for stdin), or an already-extracted archive
+    or lower directory. DEST is created when the input is known to be an archive; it may
+    already exist (entries replace what is in their way, as tar does, or as `existing` says).
     `progress` is called with counts of lower bytes consumed.
 
-    Raises WrongPassphrase before anything is written, ArchiveUnreadable when SOURCE cannot be
-    read, OutputFailed when DEST cannot be written. Damaged entries are `reporter.warn`ed and
-    skipped (exit status 1).
+    Every lower file read is hashed and compared at the end with the archive's manifest (and
+    the manifest's HMAC checked): a file whose bytes differ is named (exit status 1), a file
+    the manifest marks absent is removed again.
+
+    Raises WrongPassphrase and NoArchiveFound before anything is written, ArchiveUnreadable
+    when SOURCE cannot be read, OutputFailed when DEST cannot be written. Damaged entries are
+    `reporter.warn`ed and skipped (exit status 1).
     """
     keys = Keys(passphrase)
-    writer = _Writer(dest, reporter)
+    writer = _Writer(dest, reporter, existing)
+    check = _Check()
     try:
-        with open_lower_tree(source, reporter, progress) as lower:
-            for entry in Decoder(keys, reporter).entries(lower.entries):
+        with open_lower_tree(source, reporter, progress) as tree:
+            entries = Decoder(keys, reporter).entries(
+                check.hashed(tree.entries), recognised=lambda: tree.side_files, source=source
+            )
+            for entry in entries:
                 writer.add(entry)
-            if lower.late_wrapper is not None:
-                writer.unwrap(lower.late_wrapper)
-        writer.start()  # an archive with nothing in it still gives DEST
+                if entry.kind is Kind.FILE and entry.lower.path not in check.restored:
+                    check.restored[entry.lower.path] = entry.path
+            writer.start()  # an archive with nothing in it still gives DEST
+            check.compare(tree, keys, reporter, writer)
     finally:
-        if writer.started:
-            writer.finish()
+        writer.close()

@@ -34,11 +34,11 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .decoder import CHUNK, DamagedEntry, FileContent, Keys
+from .decoder import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys
+from .display import escape_path
 from .ecryptfs.constants import EXTENT_SIZE, HEADER_READ_SIZE
 from .ecryptfs.sizes import extent_count
 from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
-from .listing import escape_path
 from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
 from .model import KIND_OF_FILE_TYPE, Kind
 
@@ -243,12 +243,34 @@ class Verifier:
     _in: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
+    _held: list[str] = field(default_factory=list)
 
     # -- reporting
 
     def problem(self, path: bytes, message: str) -> None:
         self.problems += 1
-        print(f"{self.display(path)}: {message}", file=self.out, flush=True)
+        line = f"{self.display(path)}: {message}"
+        if self.keys is not None and not self.keys.verified and len(self._held) < HELD_MAX:
+            self._held.append(line)  # a wrong passphrase is decided over the archive first
+            return
+        self.flush()
+        print(line, file=self.out, flush=True)
+
+    def flush(self) -> None:
+        for line in self._held:
+            print(line, file=self.out, flush=True)
+        self._held.clear()
+
+    def passphrase_checked(self, *, at_end: bool) -> None:
+        """WrongPassphrase once the archive's signatures say so (decoder.FOREIGN_LIMIT)."""
+        keys = self.keys
+        if keys is None or keys.verified:
+            self.flush()
+            return
+        if keys.foreign >= FOREIGN_LIMIT or (at_end and keys.foreign):
+            raise keys.wrong_passphrase()
+        if at_end:
+            self.flush()
 
     def display(self, path: bytes) -> str:
         plain = self.plain_path(path) if self.keys is not None else None
@@ -558,8 +580,10 @@ def verify_archive(
         try:
             for m in members:
                 verifier.member(m)
+                verifier.passphrase_checked(at_end=False)
         except ArchiveError as e:
             verifier.problem(os.fsencode(source), f"unreadable from here on: {e.msg}")
+    verifier.passphrase_checked(at_end=True)
     manifest = verifier.check_manifest()
     if verifier.against is not None:
         verifier.source_leftovers()

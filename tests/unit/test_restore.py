@@ -28,7 +28,7 @@ from ecarchive.ecryptfs.extent import encrypt_extents, root_iv
 from ecarchive.ecryptfs.header import build_header, key_packets, wrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
-from ecarchive.errors import Reporter, WrongPassphrase
+from ecarchive.errors import NoArchiveFound, Reporter, WrongPassphrase
 from ecarchive.listing import escape_path, list_archive
 from ecarchive.restore import restore_archive
 from tests.support.restore_stdin import restore_from_stdin
@@ -194,19 +194,24 @@ def test_wrong_passphrase_found_before_any_directory_is_made(tmp_path: Path) -> 
     assert os.readlink(dest / "a" / "b" / "link") == "x"
 
 
-def test_tree_without_files_or_encrypted_names_restores(tmp_path: Path) -> None:
-    tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
+def test_tree_without_files_or_encrypted_names_restores_beside_restore_txt(
+    tmp_path: Path,
+) -> None:
+    """Nothing in it carries a signature: the plain RESTORE.txt beside it makes it an archive."""
+    tree = LowerTree(tmp_path / "archive" / "Private", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
     tree.dir("only-dirs")
+    (tmp_path / "archive" / "RESTORE.txt").write_bytes(b"how to restore\n")
     reporter = _quiet()
-    restore_archive(str(tree.root), str(tmp_path / "out"), PASSPHRASE, reporter)
+    restore_archive(str(tmp_path / "archive"), str(tmp_path / "out"), PASSPHRASE, reporter)
     assert (tmp_path / "out" / "only-dirs").is_dir()
 
 
-def test_empty_archive_gives_empty_dest(tmp_path: Path) -> None:
+def test_empty_directory_is_no_archive(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    restore_archive(str(empty), str(tmp_path / "out"), PASSPHRASE, _quiet())
-    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(NoArchiveFound, match="no ecarchive archive found"):
+        restore_archive(str(empty), str(tmp_path / "out"), PASSPHRASE, _quiet())
+    assert not (tmp_path / "out").exists()
 
 
 def test_plain_restore_txt_is_ignored_but_an_ecryptfs_one_is_restored(tmp_path: Path) -> None:

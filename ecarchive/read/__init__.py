@@ -1,0 +1,1 @@
+"""The read side: archive members → decrypted entries → restore, list, verify."""

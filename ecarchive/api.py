@@ -29,7 +29,7 @@ from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tr
 from .model import Entry
 from .plan import PlanOptions, build_plan
 from .reader import EncryptingReader
-from .restore import restore_archive
+from .restore import Existing, restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
 from .sinks.iso import volume_identifier
 from .verify import verify_archive
@@ -270,8 +270,12 @@ def restore(
     passphrase: bytes,
     progress: bool = False,
     reporter: Reporter | None = None,
+    existing: Existing = Existing.REPLACE,
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST."""
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
+
+    `existing`: what happens to a file already in DEST (GNU tar's default, --keep-old-files,
+    --skip-old-files)."""
     reporter = reporter or Reporter()
     total = os.path.getsize(archive) if os.path.isfile(archive) else None
     bar = progress_bar(total, progress)
@@ -280,7 +284,7 @@ def restore(
         bar.update(n)
 
     try:
-        restore_archive(archive, dest, passphrase, reporter, progress=advance)
+        restore_archive(archive, dest, passphrase, reporter, progress=advance, existing=existing)
     finally:
         bar.close()
     return reporter.exit_code

@@ -42,6 +42,7 @@ MANIFEST_PREFIX = b"MANIFEST"
 # libarchive reads in blocks of this size; its default (st_blksize, 4 KiB) costs syscalls
 READ_BLOCK = 1 << 20
 _PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # enough to see the eCryptfs marker
+_UNRECOGNISED = "Unrecognized archive format"
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _NOATIME
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
@@ -256,7 +257,9 @@ def _open_archive(source: str) -> Iterator[Any]:
             ffi.read_open_filename_w(a, source, READ_BLOCK)
         yield libarchive.read.ArchiveRead(a)
     except ArchiveError as err:
-        raise NoArchiveFound(f"{source}: no ecarchive archive found ({err.msg})") from err
+        # "Unrecognized archive format" says nothing more; other reasons (a cut image) may help
+        detail = "" if _UNRECOGNISED in str(err.msg) else f" ({err.msg})"
+        raise NoArchiveFound(f"{source}: no ecarchive archive found{detail}") from err
     finally:
         ffi.read_free(a)
 

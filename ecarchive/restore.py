@@ -129,24 +129,37 @@ class _Writer:
         e = entry.lower
         return _uid(e.uname, e.uid), _gid(e.gname, e.gid)
 
+    def _owned(self, entry: PlainEntry, chown: Callable[[int, int], None]) -> None:
+        """chown as root; an owner no system call takes (>= 2**32) costs the owner only."""
+        if not self.as_root:
+            return
+        uid, gid = self._owner(entry)
+        try:
+            chown(uid, gid)
+        except OverflowError:
+            self.reporter.warn(f"{entry.display}: owner {uid}:{gid} cannot be set; kept as is")
+
+    def _timed(self, entry: PlainEntry, utime: Callable[[tuple[int, int]], None]) -> None:
+        try:
+            utime((time.time_ns(), entry.lower.mtime_ns))
+        except OverflowError:
+            self.reporter.warn(f"{entry.display}: modification time cannot be set; kept as is")
+
     def _finish_fd(self, entry: PlainEntry, fd: int) -> None:
         """Owner, then mode (chown clears setuid), then times."""
-        if self.as_root:
-            os.fchown(fd, *self._owner(entry))
+        self._owned(entry, lambda uid, gid: os.fchown(fd, uid, gid))
         os.fchmod(fd, entry.lower.mode)
-        os.utime(fd, ns=(time.time_ns(), entry.lower.mtime_ns))
+        self._timed(entry, lambda ns: os.utime(fd, ns=ns))
 
     def _finish_at(self, entry: PlainEntry, parent: int, name: bytes) -> None:
         """The same for a node just made at parent/name that cannot be opened safely (a fifo
         would block, a device might act): by name, never following a symlink."""
-        symlink = entry.kind is Kind.SYMLINK
-        if self.as_root:
-            os.chown(name, *self._owner(entry), dir_fd=parent, follow_symlinks=False)
-        if not symlink:
-            os.chmod(name, entry.lower.mode, dir_fd=parent)
-        os.utime(
-            name, ns=(time.time_ns(), entry.lower.mtime_ns), dir_fd=parent, follow_symlinks=False
+        self._owned(
+            entry, lambda uid, gid: os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
         )
+        if entry.kind is not Kind.SYMLINK:
+            os.chmod(name, entry.lower.mode, dir_fd=parent)
+        self._timed(entry, lambda ns: os.utime(name, ns=ns, dir_fd=parent, follow_symlinks=False))
 
     def add(self, entry: PlainEntry) -> None:
         self.start()

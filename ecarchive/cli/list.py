@@ -7,6 +7,7 @@ import argparse
 from .. import api
 from ..errors import Reporter
 from ._options import Subparsers, add_passphrase_options, passphrase
+from ._pipe import quiet_on_broken_pipe
 
 
 def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
@@ -18,4 +19,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    return api.list_archive(args.archive, passphrase=passphrase(args), reporter=reporter)
+    secret = passphrase(args)
+    return quiet_on_broken_pipe(
+        lambda: api.list_archive(args.archive, passphrase=secret, reporter=reporter)
+    )

@@ -6,6 +6,7 @@ import argparse
 
 from .. import api
 from ..errors import Reporter
+from ..restore import Existing
 from ._options import (
     Subparsers,
     add_passphrase_options,
@@ -19,6 +20,22 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     r = sub.add_parser("restore", prog=f"{prog} restore", help="decrypt an archive into DEST")
     r.add_argument("archive", metavar="ARCHIVE")
     r.add_argument("dest", metavar="DEST")
+    old = r.add_mutually_exclusive_group()
+    old.add_argument(
+        "--keep-old-files",
+        dest="existing",
+        action="store_const",
+        const=Existing.KEEP,
+        help="do not replace files already in DEST; each one is an error (exit 1)",
+    )
+    old.add_argument(
+        "--skip-old-files",
+        dest="existing",
+        action="store_const",
+        const=Existing.SKIP,
+        help="do not replace files already in DEST, silently",
+    )
+    r.set_defaults(existing=Existing.REPLACE)
     add_progress_options(r)
     add_passphrase_options(r)
     r.set_defaults(run=run)
@@ -32,4 +49,5 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         passphrase=passphrase(args),
         progress=want_progress(args),
         reporter=reporter,
+        existing=args.existing,
     )

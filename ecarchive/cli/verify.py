@@ -7,6 +7,7 @@ import argparse
 from .. import api
 from ..errors import Reporter
 from ._options import Subparsers, add_passphrase_options, optional_passphrase
+from ._pipe import quiet_on_broken_pipe
 
 
 def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
@@ -33,9 +34,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     prompt = bool(args.ask_passphrase or args.against)
-    return api.verify(
-        args.archive,
-        passphrase=optional_passphrase(args, prompt=prompt),
-        against=args.against,
-        reporter=reporter,
+    secret = optional_passphrase(args, prompt=prompt)
+    return quiet_on_broken_pipe(
+        lambda: api.verify(args.archive, passphrase=secret, against=args.against, reporter=reporter)
     )

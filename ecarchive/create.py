@@ -81,16 +81,12 @@ def write_volume(
 ) -> None:
     """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
 
-    def read(entry: Entry) -> Iterator[Chunk] | None:
-        chunks = reader.open(entry)
-        if chunks is None and fmt.name == "iso":
-            return reader.zero_filled(entry)  # the image's layout already holds its extent
-        return chunks
-
-    hashed = manifest.opener(read)
+    hashed = manifest.opener(reader.open)  # a file that vanished is ABSENT in the manifest
 
     def open_data(entry: Entry) -> Iterator[Chunk] | None:
         chunks = hashed(entry)
+        if chunks is None and fmt.name == "iso":
+            chunks = reader.zero_filled(entry)  # the image's layout already holds its extent
         if chunks is None:
             bar.update(entry.size)
             return None

@@ -48,6 +48,10 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _NOATIME
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _NS = 1_000_000_000
 
+_sparse_count = ffi.libarchive.archive_entry_sparse_count
+_sparse_count.argtypes = [ctypes.c_void_p]
+_sparse_count.restype = ctypes.c_int
+
 Progress = Callable[[int], None]
 Path = tuple[bytes, ...]  # components below the lower root, never empty, never "." or ".."
 
@@ -217,6 +221,16 @@ def _archive_members(
                 reporter.warn(f"{escape_path(raw)}: unsupported member type; skipped")
             continue
         size = ffi.entry_size(e) if ffi.entry_size_is_set(e) else 0
+        if kind is Kind.FILE and _sparse_count(e) > 0:
+            # ecarchive never writes sparse members: the holes would be read as zeros and
+            # "decrypted" into a fully allocated file of garbage of whatever size the map claims
+            if reporter:
+                reporter.warn(
+                    f"{escape_path(raw)}: sparse member, its data is not in the archive; skipped"
+                )
+            if progress:
+                progress(size)
+            continue
         data = _ArchiveData(a, progress) if kind is Kind.FILE else None
         lower = LowerEntry(
             kind=kind,
@@ -381,12 +395,13 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
-def _open_lower(path: bytes) -> int:
+def open_lower_file(path: bytes, *, dir_fd: int | None = None, flags: int = 0) -> int:
+    """Open for reading, never through a symlink, without touching atime where allowed."""
     try:
-        return os.open(path, _OPEN_FLAGS)
+        return os.open(path, _OPEN_FLAGS | flags, dir_fd=dir_fd)
     except PermissionError:
         # O_NOATIME is refused on files we do not own unless we are root
-        return os.open(path, _OPEN_FLAGS & ~getattr(os, "O_NOATIME", 0))
+        return os.open(path, (_OPEN_FLAGS & ~_NOATIME) | flags, dir_fd=dir_fd)
 
 
 class _FileData:
@@ -400,7 +415,7 @@ class _FileData:
     def readinto(self, view: memoryview) -> int:
         try:
             if self._fd is None:
-                self._fd = _open_lower(self._path)
+                self._fd = open_lower_file(self._path)
             got = 0
             while got < len(view):
                 n = os.readv(self._fd, [view[got:]])

@@ -42,6 +42,11 @@ FOREIGN_LIMIT = 16
 HELD_MAX = 1000
 
 
+def unsafe_name(plain: bytes) -> bool:
+    """A decrypted name no directory entry can have ('..', a '/' or NUL inside, empty)."""
+    return plain in _BAD_NAMES or b"/" in plain or b"\0" in plain
+
+
 class DamagedEntry(Exception):
     """One entry cannot be decrypted (bad marker, bad packet, truncated, another key)."""
 
@@ -226,7 +231,7 @@ class Decoder:
         plain = self._names.get(lower)
         if plain is None:
             plain = self.keys.name(lower)
-            if plain in _BAD_NAMES or b"/" in plain or b"\0" in plain:
+            if unsafe_name(plain):
                 raise DamagedEntry(f"decrypted name {plain!r} is not a safe file name")
             if len(self._names) >= _NAME_CACHE_MAX:
                 self._names.clear()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 import stat
@@ -34,13 +35,15 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .decoder import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys
+from .archive_reader import open_lower_file
+from .decoder import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
 from .display import escape_path
 from .ecryptfs.constants import EXTENT_SIZE, HEADER_READ_SIZE
 from .ecryptfs.sizes import extent_count
 from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
 from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
 from .model import KIND_OF_FILE_TYPE, Kind
+from .read.dest import DestTree
 
 STDIN = "-"
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
@@ -100,7 +103,7 @@ def _archive_members(archive: Any) -> Iterator[Member]:
 
 
 def _file_blocks(path: bytes) -> Iterator[bytes]:
-    fd = os.open(path, _OPEN_FLAGS)
+    fd = open_lower_file(path)
     try:
         while block := os.read(fd, CHUNK):
             yield block
@@ -244,6 +247,7 @@ class Verifier:
     _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _held: list[str] = field(default_factory=list)
+    source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
 
     # -- reporting
 
@@ -288,23 +292,37 @@ class Verifier:
         return bool(sep)
 
     def plain_path(self, path: bytes) -> bytes | None:
-        """The plaintext path below the lower root, or None (not lower, or does not decrypt)."""
+        """The plaintext path below the lower root, or None (not lower, does not decrypt, or
+        decrypts to a name no file system entry can have, such as '..').
+
+        Iterative: a path 1,500 levels deep must not exhaust the recursion limit."""
         if self.keys is None or not self.is_lower(path):
             return None
-        if path in self._plain:
-            return self._plain[path]
-        parent, _, name = path.rpartition(b"/")
-        if not parent:
-            result: bytes | None = b""
-        else:
-            base = self.plain_path(parent)
-            try:
-                clear = self.keys.name(name)
-            except DamagedEntry:
-                clear = None
-            result = None if base is None or clear is None else (base + b"/" + clear).lstrip(b"/")
-        self._plain[path] = result
-        return result
+        todo: list[bytes] = []
+        at = path
+        while at not in self._plain:
+            parent, _, _ = at.rpartition(b"/")
+            if not parent:
+                self._plain[at] = b""  # the lower root
+                break
+            todo.append(at)
+            at = parent
+        for at in reversed(todo):
+            parent, _, name = at.rpartition(b"/")
+            base = self._plain[parent]
+            clear = self.clear_name(name)
+            self._plain[at] = (
+                None if base is None or clear is None else (base + b"/" + clear).lstrip(b"/")
+            )
+        return self._plain[path]
+
+    def clear_name(self, name: bytes) -> bytes | None:
+        assert self.keys is not None
+        try:
+            clear = self.keys.name(name)
+        except DamagedEntry:
+            return None
+        return None if unsafe_name(clear) else clear
 
     # -- one member
 
@@ -341,9 +359,11 @@ class Verifier:
             return  # named once, at its parent
         assert self.keys is not None
         try:
-            self.keys.name(name)
+            clear = self.keys.name(name)
         except DamagedEntry as e:
             self.problem(path, f"name does not decrypt: {e}")
+            return
+        self.problem(path, f"name decrypts to {escape_path(clear)!r}, not a file name")
 
     def read_manifest(self, m: Member) -> None:
         assert m.chunks is not None
@@ -355,15 +375,19 @@ class Verifier:
                 return
         self.manifest = bytes(data)
 
-    def file(self, m: Member, lower: bool) -> bytes:
+    def file(self, m: Member, lower: bool) -> bytes | None:
         assert m.chunks is not None
         reader = _HashingReader(m.chunks)
-        if self.keys is not None and lower:
-            try:
-                self.decrypt(m, reader)
-            except DamagedEntry as e:
-                self.problem(m.path, str(e))
-        reader.drain()
+        try:
+            if self.keys is not None and lower:
+                try:
+                    self.decrypt(m, reader)
+                except DamagedEntry as e:
+                    self.problem(m.path, str(e))
+            reader.drain()
+        except OSError as e:  # a file in a directory or on a disc we may not read
+            self.problem(m.path, f"cannot read: {e.strerror}")
+            return None
         self.data_bytes += reader.total
         if reader.total != m.size:
             self.problem(m.path, f"member says {m.size} bytes but holds {reader.total}")
@@ -394,18 +418,28 @@ class Verifier:
 
     # -- against SOURCE
 
-    def source_path(self, path: bytes) -> bytes | None:
+    def open_source(self, path: bytes) -> int:
+        """SOURCE's file for `path`: every directory opened O_NOFOLLOW from SOURCE down, the
+        file itself O_NOFOLLOW|O_NONBLOCK (a fifo where the archive has a file must not block);
+        OSError(EISDIR/EINVAL...) for anything but a regular file."""
         plain = self.plain_path(path)
-        if plain is None or self.against is None:
-            return None
-        return os.path.join(self.against, plain) if plain else self.against
+        assert plain and self.source_tree is not None
+        *up, name = plain.split(b"/")
+        parent = self.source_tree.open_detached(tuple(up))
+        try:
+            fd = open_lower_file(name, dir_fd=parent, flags=os.O_NONBLOCK)
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fd
 
     def compare_file(self, path: bytes, content: FileContent) -> None:
-        where = self.source_path(path)
-        if where is None:
+        if not self.plain_path(path):
             return
         try:
-            fd = os.open(where, _OPEN_FLAGS)
+            fd = self.open_source(path)
         except OSError as e:
             self.problem(path, f"not a readable file in SOURCE: {e.strerror}")
             return
@@ -426,13 +460,25 @@ class Verifier:
         finally:
             os.close(fd)
 
-    def compare_other(self, m: Member) -> None:
-        where = self.source_path(m.path)
-        if where is None:
-            return
-        src = where
+    def source_lstat(self, plain: bytes) -> tuple[os.stat_result, bytes]:
+        """lstat of SOURCE/plain reached by directory fds (no symlink on the way is followed),
+        and a symlink's target (b"" for other types)."""
+        assert self.source_tree is not None
+        *up, name = plain.split(b"/")
+        parent = self.source_tree.open_detached(tuple(up))
         try:
-            st = os.lstat(src)
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else b""
+        finally:
+            os.close(parent)
+        return st, target
+
+    def compare_other(self, m: Member) -> None:
+        plain = self.plain_path(m.path)
+        if not plain:
+            return
+        try:
+            st, src_target = self.source_lstat(plain)
         except OSError as e:
             self.problem(m.path, f"not in SOURCE: {e.strerror}")
             return
@@ -444,19 +490,21 @@ class Verifier:
                 f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}",
             )
             return
-        assert self.keys is not None and self.against is not None
+        assert self.keys is not None
         if m.kind is Kind.SYMLINK:
             try:
                 target = self.keys.name(m.target)
             except DamagedEntry:
                 return  # already named
-            if os.readlink(src) != target:
+            if src_target != target:
                 self.problem(m.path, "symlink target differs from SOURCE")
         elif m.kind is Kind.HARDLINK:
             first = self.plain_path(m.target)
-            if first is not None and not os.path.samestat(
-                st, os.lstat(os.path.join(self.against, first))
-            ):
+            try:
+                same = bool(first) and os.path.samestat(st, self.source_lstat(first or b"")[0])
+            except OSError:
+                same = False
+            if first is not None and not same:
                 self.problem(m.path, f"SOURCE has no hard link to {escape_path(first)}")
 
     def source_leftovers(self) -> None:
@@ -519,10 +567,15 @@ class Verifier:
                 self.problem(path, f"{kind} is in the archive but not in the manifest")
         return manifest
 
-    def resolved(self, path: bytes, depth: int = 0) -> _Seen | None:
+    def resolved(self, path: bytes) -> _Seen | None:
+        """The member whose data a hard link (chain) names; a loop resolves to nothing."""
         seen = self.seen.get(path)
-        if seen is not None and seen.kind is Kind.HARDLINK and depth < len(self.seen):
-            return self.resolved(seen.target, depth + 1)
+        hops = 0
+        while seen is not None and seen.kind is Kind.HARDLINK:
+            hops += 1
+            if hops > len(self.seen):
+                return None
+            seen = self.seen.get(seen.target)
         return seen
 
     def check_line(self, line: Line) -> None:
@@ -576,6 +629,8 @@ def verify_archive(
         against=os.fsencode(against) if against is not None else None,
         links_checked=source == STDIN or not os.path.isdir(source),
     )
+    if verifier.against is not None:
+        verifier.source_tree = DestTree.open(verifier.against)
     with open_members(source, reporter) as members:
         try:
             for m in members:
@@ -587,6 +642,8 @@ def verify_archive(
     manifest = verifier.check_manifest()
     if verifier.against is not None:
         verifier.source_leftovers()
+    if verifier.source_tree is not None:
+        verifier.source_tree.close()
     entries = len(verifier.seen)
     volume = (
         f" (volume {manifest.facts.volume} of {manifest.facts.volumes})"

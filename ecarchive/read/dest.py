@@ -45,21 +45,28 @@ class DestTree:
 
     def _fd_at(self, depth: int) -> int:
         """The fd of _names[:depth] (the root for 0), reopening it if it was let go."""
-        if depth == 0:
-            return self.root_fd
-        fd = self._fds[depth - 1]
-        if fd is None:
-            fd = os.open(self._names[depth - 1], _DIR_FLAGS, dir_fd=self._fd_at(depth - 1))
-            self._fds[depth - 1] = fd
+        kept = depth
+        while kept > 0 and self._fds[kept - 1] is None:
+            kept -= 1
+        fd = self._fds[kept - 1] if kept else self.root_fd
+        for i in range(kept, depth):
+            fd = os.open(self._names[i], _DIR_FLAGS, dir_fd=fd)
+            self._fds[i] = fd
+            self._let_go(i - MAX_OPEN_DIRS)
+        assert fd is not None
         return fd
+
+    def _let_go(self, index: int) -> None:
+        if index >= 0:
+            fd = self._fds[index]
+            if fd is not None:
+                os.close(fd)
+                self._fds[index] = None
 
     def _push(self, name: bytes, fd: int) -> None:
         self._names.append(name)
         self._fds.append(fd)
-        kept = len(self._fds) - MAX_OPEN_DIRS
-        if kept > 0 and self._fds[kept - 1] is not None:
-            os.close(self._fds[kept - 1])  # type: ignore[arg-type]
-            self._fds[kept - 1] = None
+        self._let_go(len(self._fds) - 1 - MAX_OPEN_DIRS)
 
     def dir_fd(self, parts: Parts, *, make: int | None = None) -> int:
         """The fd of directory DEST/parts (borrowed: valid until the next call).

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from ecarchive.ecryptfs.constants import EXTENT_SIZE, HEADER_SIZE
-from ecarchive.ecryptfs.header import build_header, key_packets
+from ecarchive.ecryptfs.extent import encrypt_extents, root_iv
+from ecarchive.ecryptfs.header import build_header, key_packets, wrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.errors import NoArchiveFound, Reporter
 from ecarchive.restore import Existing, restore_archive
@@ -375,3 +376,36 @@ def test_no_archive_error_class(tmp_path: Path) -> None:
     (tmp_path / "zeros").write_bytes(bytes(4096))
     with pytest.raises(NoArchiveFound):
         restore_archive(str(tmp_path / "zeros"), str(tmp_path / "out"), SECRET, _quiet())
+
+
+# --- item 6: bounded work ----------------------------------------------------------------------
+
+
+def test_sparse_member_is_damage_not_a_huge_file(tmp_path: Path) -> None:
+    """A small tar whose sparse map claims far more than it holds: the claimed size must not be
+    "decrypted" from the holes' zeros into a fully allocated file."""
+    claimed = 64 << 20
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    key = CLEAR.file_key
+    fek = bytes(range(16))
+    packets = key_packets(wrap_fek(fek, key), 16, key.sig)
+    first = bytearray(EXTENT_SIZE)
+    encrypt_extents(fek, root_iv(fek), 0, bytes(EXTENT_SIZE), first)
+    with open(lower / "a-sparse", "wb") as f:
+        f.write(build_header(claimed, 7, packets, filenames_encrypted=False) + first)
+        f.truncate(HEADER_SIZE + claimed)
+    LowerTree(lower, CLEAR, 16).file("b-good", b"fine")
+    tar = tmp_path / "sparse.tar"
+    subprocess.run(
+        ["tar", "--format=pax", "-S", "-cf", str(tar), "a-sparse", "b-good"],
+        cwd=lower,
+        check=True,
+    )
+    assert tar.stat().st_size < 1 << 20
+    reporter = _quiet()
+    restore_archive(str(tar), str(tmp_path / "out"), SECRET, reporter)
+    assert reporter.exit_code == 1
+    assert [w for w in reporter.warnings if "a-sparse: sparse member" in w]
+    assert not (tmp_path / "out" / "a-sparse").exists()
+    assert (tmp_path / "out" / "b-good").read_bytes() == b"fine"

@@ -30,6 +30,7 @@ from .archive_reader import (
 )
 from .decoder import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
 from .display import escape_path
+from .ecryptfs.constants import EXTENT_SIZE
 from .errors import OutputFailed, Reporter
 from .listing import list_archive
 from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
@@ -46,6 +47,7 @@ _PARENT_DIR_MODE = 0o755  # parents the archive does not list (tar does the same
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_MODE = 0o600
 _DATA_KINDS = (Kind.FILE, Kind.HARDLINK)
+_ZERO_EXTENT = bytes(EXTENT_SIZE)
 
 
 @lru_cache(maxsize=256)
@@ -76,6 +78,28 @@ class _DirMeta:
     mtime_ns: int
     uid: int
     gid: int
+
+
+def _write_sparse(fd: int, chunk: memoryview) -> None:
+    """Write chunk at the file offset, seeking over all-zero extents so they become holes
+    (a sparse VM image does not come back fully allocated)."""
+    end = len(chunk)
+    at = 0
+    while at < end:
+        data_end = at
+        while data_end < end and chunk[data_end : data_end + EXTENT_SIZE].tobytes() != _ZERO_EXTENT:
+            data_end += EXTENT_SIZE
+        data_end = min(data_end, end)
+        view = chunk[at:data_end]
+        while view:
+            view = view[os.write(fd, view) :]
+        hole_end = data_end
+        while hole_end < end and chunk[hole_end : hole_end + EXTENT_SIZE].tobytes() == _ZERO_EXTENT:
+            hole_end += EXTENT_SIZE
+        hole_end = min(hole_end, end)
+        if hole_end > data_end:
+            os.lseek(fd, hole_end - data_end, os.SEEK_CUR)
+        at = hole_end
 
 
 class Existing(enum.Enum):
@@ -233,9 +257,8 @@ class _Writer:
         fd = os.open(name, _NEW_FILE_FLAGS, _NEW_FILE_MODE, dir_fd=parent)
         try:
             for chunk in entry.content.chunks():
-                view = chunk
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_sparse(fd, chunk)
+            os.ftruncate(fd, entry.content.plain_size)  # the file may end in a hole
             self._finish_fd(entry, fd)
         except BaseException:
             os.close(fd)

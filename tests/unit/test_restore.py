@@ -460,3 +460,21 @@ def test_property_sizes_and_names(
     restored = out / os.fsdecode(name)
     for i, data in enumerate(contents):
         assert (restored / f"f{i}").read_bytes() == data
+
+
+def test_zero_extents_come_back_as_holes(tmp_path: Path) -> None:
+    """A sparse VM image: runs of all-zero plaintext extents are seeked over, not written."""
+    tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
+    head, tail = _pattern(CHUNK + 100), _pattern(3 * EXTENT_SIZE + 5)
+    data = head + bytes(16 * CHUNK + 123) + tail
+    tree.file("vm.img", data)
+    tree.file("zeros-at-the-end", _pattern(10) + bytes(4 * CHUNK))
+    reporter = _quiet()
+    restore_archive(str(tree.root), str(tmp_path / "out"), PASSPHRASE, reporter)
+    assert reporter.warnings == []
+    image = tmp_path / "out" / "vm.img"
+    assert image.read_bytes() == data
+    assert image.stat().st_blocks * 512 < 4 * CHUNK
+    ending = tmp_path / "out" / "zeros-at-the-end"
+    assert ending.read_bytes() == _pattern(10) + bytes(4 * CHUNK)
+    assert ending.stat().st_blocks * 512 < CHUNK

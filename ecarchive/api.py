@@ -28,6 +28,7 @@ from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry
 from .plan import PlanOptions, build_plan
+from .read.select import Selection
 from .reader import EncryptingReader
 from .restore import Existing, restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
@@ -264,27 +265,41 @@ def create(
 
 
 def restore(
-    archive: str,
+    archive: str | Sequence[str],
     dest: str,
     *,
     passphrase: bytes,
     progress: bool = False,
     reporter: Reporter | None = None,
     existing: Existing = Existing.REPLACE,
+    paths: Sequence[bytes] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory; or several, such
+    as the volumes of a set) into DEST.
 
     `existing`: what happens to a file already in DEST (GNU tar's default, --keep-old-files,
-    --skip-old-files)."""
+    --skip-old-files). `paths`, `include`, `exclude`: restore only those plaintext paths."""
     reporter = reporter or Reporter()
-    total = os.path.getsize(archive) if os.path.isfile(archive) else None
+    archives = [archive] if isinstance(archive, str) else list(archive)
+    sizes = [os.path.getsize(a) if os.path.isfile(a) else None for a in archives]
+    total = None if None in sizes else sum(s or 0 for s in sizes)
     bar = progress_bar(total, progress)
 
     def advance(n: int) -> None:
         bar.update(n)
 
     try:
-        restore_archive(archive, dest, passphrase, reporter, progress=advance, existing=existing)
+        restore_archive(
+            archives,
+            dest,
+            passphrase,
+            reporter,
+            progress=advance,
+            existing=existing,
+            selection=Selection(paths, include, exclude),
+        )
     finally:
         bar.close()
     return reporter.exit_code
@@ -296,10 +311,14 @@ def list_archive(
     passphrase: bytes,
     out: TextIO | None = None,
     reporter: Reporter | None = None,
+    paths: Sequence[bytes] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> int:
-    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated) to `out`."""
+    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated) to `out`; with
+    `paths`, `include`, `exclude` only those plaintext paths."""
     reporter = reporter or Reporter()
-    _list_archive(archive, passphrase, reporter, out)
+    _list_archive(archive, passphrase, reporter, out, Selection(paths, include, exclude))
     return reporter.exit_code
 
 

@@ -10,6 +10,7 @@ from .decoder import Decoder, Keys, PlainEntry
 from .display import escape_path
 from .errors import Reporter
 from .model import Kind
+from .read.select import Selection
 
 
 def format_entry(entry: PlainEntry) -> str:
@@ -22,7 +23,11 @@ def format_entry(entry: PlainEntry) -> str:
 
 
 def list_archive(
-    source: str, passphrase: bytes, reporter: Reporter, out: TextIO | None = None
+    source: str,
+    passphrase: bytes,
+    reporter: Reporter,
+    out: TextIO | None = None,
+    selection: Selection | None = None,
 ) -> None:
     """Print one line per entry of SOURCE (tar/ISO file, '-' for stdin, or a directory).
 
@@ -37,14 +42,19 @@ def list_archive(
     file a hard link names (h). In PATH and TARGET a backslash, tab and newline are written
     as \\\\, \\t and \\n, other control characters and bytes that are not UTF-8 as \\xNN.
 
-    Raises WrongPassphrase before printing anything; damaged entries are warned about and left
-    out. A stream (stdin) whose lower directory comes before its RESTORE.txt (an ISO image
-    piped in) is listed with that directory as the first path component: a stream cannot be
-    read twice and lines are not held back.
+    `selection` lists only some paths (see read.select). Raises WrongPassphrase and
+    NoArchiveFound before printing anything, NotFoundInArchive at the end for a PATH that
+    matched nothing; damaged entries are warned about and left out.
     """
     stream = out if out is not None else sys.stdout
     keys = Keys(passphrase)
+    chosen = selection or Selection()
     with open_lower_tree(source, reporter) as lower:
-        for entry in Decoder(keys, reporter).entries(lower.entries):
-            stream.write(format_entry(entry) + "\n")
+        entries = Decoder(keys, reporter).entries(
+            lower.entries, recognised=lambda: lower.side_files, source=source
+        )
+        for entry in entries:
+            if chosen.wants(entry.path):
+                stream.write(format_entry(entry) + "\n")
     stream.flush()
+    chosen.check_found()

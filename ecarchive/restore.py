@@ -16,7 +16,7 @@ import os
 import pwd
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,9 +33,10 @@ from .display import escape_path
 from .ecryptfs.constants import EXTENT_SIZE
 from .errors import OutputFailed, Reporter
 from .listing import list_archive
-from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
+from .manifest import MANIFEST_NAME, Facts, ManifestError, mac_ok, parse
 from .model import Kind
 from .read.dest import DestTree, Parts, lstat_at, make_room, open_dir_at
+from .read.select import Selection
 
 __all__ = ["list_archive", "restore_archive"]
 
@@ -353,19 +354,22 @@ class _Check:
             yield entry
             self.digests[entry.path] = data.drain()  # the consumer is done with the member
 
-    def compare(self, tree: LowerTree, keys: Keys, reporter: Reporter, writer: _Writer) -> None:
+    def compare(
+        self, tree: LowerTree, keys: Keys, reporter: Reporter, writer: _Writer
+    ) -> Facts | None:
+        """Compare what was read with the manifest; its facts (volume k of n), if any."""
         if tree.manifest is None:
             if tree.side_files:
                 # archives made before manifests existed have none: said, not an error
                 reporter.note(
                     f"{escape_path(MANIFEST_NAME)} missing: restored files were not checked"
                 )
-            return
+            return None
         try:
             manifest = parse(tree.manifest)
         except ManifestError as e:
             reporter.warn(f"{escape_path(MANIFEST_NAME)}: {e}; restored files were not checked")
-            return
+            return None
         if not mac_ok(manifest, keys.file_key):
             reporter.warn(
                 f"{escape_path(MANIFEST_NAME)}: HMAC does not verify: the manifest was altered "
@@ -396,45 +400,93 @@ class _Check:
         for path, plain in self.restored.items():
             if path not in listed:
                 reporter.warn(f"{escape_path(plain)}: not in the manifest")
+        return manifest.facts
+
+
+def _volumes_missing(facts: list[Facts], reporter: Reporter, *, several: bool) -> None:
+    """Name the volumes of a set that were not given: an error when several were (the set
+    was meant to be whole), a note for one volume restored on its own."""
+    if not facts:
+        return
+    count = max(f.volumes for f in facts)
+    if count <= 1:
+        return
+    missing = sorted(set(range(1, count + 1)) - {f.volume for f in facts})
+    if not missing:
+        return
+    names = ", ".join(str(n) for n in missing)
+    text = f"volume{'s' if len(missing) > 1 else ''} {names} of {count} not restored"
+    if several:
+        reporter.warn(f"{text}: the set is incomplete")
+    else:
+        reporter.note(
+            f"{text} by this run: restore {'them' if len(missing) > 1 else 'it'} "
+            "into the same DEST too"
+        )
 
 
 def restore_archive(
-    source: str,
+    source: str | Sequence[str],
     dest: str,
     passphrase: bytes,
     reporter: Reporter,
     *,
     progress: Progress | None = None,
     existing: Existing = Existing.REPLACE,
+    selection: Selection | None = None,
 ) -> None:
     """Decrypt SOURCE into DEST.
 
     SOURCE is a tar or ISO 9660 image (file or '-' for stdin), or an already-extracted archive
-    or lower directory. DEST is created when the input is known to be an archive; it may
-    already exist (entries replace what is in their way, as tar does, or as `existing` says).
-    `progress` is called with counts of lower bytes consumed.
+    or lower directory; or several, e.g. the volumes of a multi-volume set (any order), which
+    are restored into DEST in one run. DEST is created when the input is known to be an
+    archive; it may already exist (entries replace what is in their way, as tar does, or as
+    `existing` says). `selection` restores only some plaintext paths. `progress` is called
+    with counts of lower bytes consumed.
 
     Every lower file read is hashed and compared at the end with the archive's manifest (and
     the manifest's HMAC checked): a file whose bytes differ is named (exit status 1), a file
-    the manifest marks absent is removed again.
+    the manifest marks absent is removed again. Volumes of a set that were not given are named.
 
     Raises WrongPassphrase and NoArchiveFound before anything is written, ArchiveUnreadable
-    when SOURCE cannot be read, OutputFailed when DEST cannot be written. Damaged entries are
+    when SOURCE cannot be read, OutputFailed when DEST cannot be written, NotFoundInArchive
+    (after the run) for a selected PATH that matched nothing. Damaged entries are
     `reporter.warn`ed and skipped (exit status 1).
     """
+    sources = [source] if isinstance(source, str) else list(source)
     keys = Keys(passphrase)
     writer = _Writer(dest, reporter, existing)
-    check = _Check()
+    chosen = selection or Selection()
+    volumes: list[Facts] = []
     try:
-        with open_lower_tree(source, reporter, progress) as tree:
-            entries = Decoder(keys, reporter).entries(
-                check.hashed(tree.entries), recognised=lambda: tree.side_files, source=source
-            )
-            for entry in entries:
-                writer.add(entry)
-                if entry.kind is Kind.FILE and entry.lower.path not in check.restored:
-                    check.restored[entry.lower.path] = entry.path
-            writer.start()  # an archive with nothing in it still gives DEST
-            check.compare(tree, keys, reporter, writer)
+        for one in sources:
+            facts = _restore_one(one, keys, writer, chosen, reporter, progress)
+            if facts is not None:
+                volumes.append(facts)
     finally:
         writer.close()
+    _volumes_missing(volumes, reporter, several=len(sources) > 1)
+    chosen.check_found()
+
+
+def _restore_one(
+    source: str,
+    keys: Keys,
+    writer: _Writer,
+    selection: Selection,
+    reporter: Reporter,
+    progress: Progress | None,
+) -> Facts | None:
+    check = _Check()
+    with open_lower_tree(source, reporter, progress) as tree:
+        entries = Decoder(keys, reporter).entries(
+            check.hashed(tree.entries), recognised=lambda: tree.side_files, source=source
+        )
+        for entry in entries:
+            if not selection.wants(entry.path):
+                continue
+            writer.add(entry)
+            if entry.kind is Kind.FILE and entry.lower.path not in check.restored:
+                check.restored[entry.lower.path] = entry.path
+        writer.start()  # an archive with nothing in it still gives DEST
+        return check.compare(tree, keys, reporter, writer)

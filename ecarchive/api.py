@@ -24,16 +24,16 @@ from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
-from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry
 from .plan import PlanOptions, build_plan
+from .read.listing import list_archive as _list_archive
+from .read.restore import Existing, restore_archive
 from .read.select import Selection
+from .read.verify import verify_archive
 from .reader import EncryptingReader
-from .restore import Existing, restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
 from .sinks.iso import volume_identifier
-from .verify import verify_archive
 from .volumes import parse_media
 
 FormatName = Literal["tar", "iso"]

@@ -7,7 +7,7 @@ import os
 
 from .. import api
 from ..errors import Reporter, UsageError
-from ..restore import Existing
+from ..read.restore import Existing
 from ._options import (
     Subparsers,
     add_passphrase_options,

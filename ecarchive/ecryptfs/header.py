@@ -25,6 +25,7 @@ from .constants import (
     HEADER_READ_SIZE,
     HEADER_SIZE,
     MAGIC_MARKER,
+    MARKER_BYTES,
     MINIMUM_HEADER_EXTENT_SIZE,
     OTHER_CIPHER_CODES,
     PACKET_SET_OFFSET,
@@ -32,6 +33,7 @@ from .constants import (
     S2K_ITERATED_SALTED,
     SALT_SIZE,
     SIG_SIZE,
+    SIZE_FIELD_BYTES,
     TAG_1_PACKET,
     TAG_3_PACKET,
     TAG_3_VERSION,
@@ -192,6 +194,17 @@ def _parse_tag11(data: bytes, pos: int) -> tuple[int, bytes]:
     if data[start] != TAG_11_FORMAT_BINARY or data[start + 1] != len(TAG_11_FILENAME):
         raise HeaderError("tag 11 packet has a bad format")
     return end, data[end - SIG_SIZE : end]
+
+
+MARKER_PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # what has_marker needs to see
+
+
+def has_marker(first_bytes: bytes) -> bool:
+    """ecryptfs_validate_marker on a lower file's first bytes (the marker follows the size)."""
+    if len(first_bytes) < MARKER_PEEK_BYTES:
+        return False
+    m1, m2 = struct.unpack_from(">II", first_bytes, SIZE_FIELD_BYTES)
+    return bool(m1 ^ m2 == MAGIC_MARKER)
 
 
 def parse_header(first_page: bytes) -> Header:

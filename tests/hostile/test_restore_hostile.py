@@ -21,7 +21,7 @@ from ecarchive.ecryptfs.extent import encrypt_extents, root_iv
 from ecarchive.ecryptfs.header import build_header, key_packets, wrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.errors import NoArchiveFound, Reporter
-from ecarchive.restore import Existing, restore_archive
+from ecarchive.read.restore import Existing, restore_archive
 from tests.cli.conftest import PASSPHRASE, run_cli
 from tests.unit.test_restore import LowerTree
 

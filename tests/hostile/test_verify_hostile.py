@@ -15,7 +15,7 @@ import pytest
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter
-from ecarchive.restore import restore_archive
+from ecarchive.read.restore import restore_archive
 from tests.cli.conftest import PASSPHRASE, REPO, run_cli
 from tests.unit.test_restore import LowerTree
 

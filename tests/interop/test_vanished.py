@@ -18,8 +18,8 @@ from ecarchive.errors import Reporter
 from ecarchive.keysource import FreshKeys
 from ecarchive.manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, parse
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.read.restore import restore_archive
 from ecarchive.reader import EncryptingReader
-from ecarchive.restore import restore_archive
 from tests.cli.conftest import PASSPHRASE, run_cli
 
 KEYS = derive_keyset(PASSPHRASE.encode(), FnekMode.SEPARATE)

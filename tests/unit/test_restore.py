@@ -21,16 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecarchive.archive_reader import UnsafePath, split_member_path
-from ecarchive.decoder import CHUNK
 from ecarchive.ecryptfs.constants import EXTENT_SIZE
 from ecarchive.ecryptfs.extent import encrypt_extents, root_iv
 from ecarchive.ecryptfs.header import build_header, key_packets, wrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import NoArchiveFound, Reporter, WrongPassphrase
-from ecarchive.listing import escape_path, list_archive
-from ecarchive.restore import restore_archive
+from ecarchive.read.decode import CHUNK
+from ecarchive.read.listing import escape_path, list_archive
+from ecarchive.read.members import UnsafePath, split_member_path
+from ecarchive.read.restore import restore_archive
 from tests.support.restore_stdin import restore_from_stdin
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,16 +18,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .archive_reader import DataReader, LowerEntry, MemberUnreadable, Path
-from .display import escape_path
-from .ecryptfs.constants import AES_CODES, EXTENT_SIZE, FNEK_SALT, HEADER_READ_SIZE
-from .ecryptfs.extent import decrypt_extents, root_iv
-from .ecryptfs.header import HeaderError, parse_header, unwrap_fek
-from .ecryptfs.keys import FnekMode, KeyringKey, derive_key
-from .ecryptfs.names import NameDecodeError, decrypt_name, encrypt_name, is_encrypted_name, name_sig
-from .ecryptfs.sizes import extent_count
-from .errors import NoArchiveFound, Reporter, WrongPassphrase
-from .model import Kind
+from ..display import escape_path
+from ..ecryptfs.constants import AES_CODES, EXTENT_SIZE, FNEK_SALT, HEADER_READ_SIZE
+from ..ecryptfs.extent import decrypt_extents, root_iv
+from ..ecryptfs.header import HeaderError, parse_header, unwrap_fek
+from ..ecryptfs.keys import FnekMode, KeyringKey, derive_key
+from ..ecryptfs.names import (
+    NameDecodeError,
+    decrypt_name,
+    encrypt_name,
+    is_encrypted_name,
+    name_sig,
+)
+from ..ecryptfs.sizes import extent_count
+from ..errors import NoArchiveFound, Reporter, WrongPassphrase
+from ..model import Kind
+from .members import DataReader, LowerEntry, MemberUnreadable, Path
 
 CHUNK = 1 << 20  # lower bytes decrypted per call; a multiple of EXTENT_SIZE
 _NAME_KEY_BYTES = tuple(AES_CODES)  # the kernel uses the mount's key size for names: 16, 24, 32

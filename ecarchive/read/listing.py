@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .archive_reader import open_lower_tree
-from .decoder import Decoder, Keys, PlainEntry
-from .display import escape_path
-from .errors import Reporter
-from .model import Kind
-from .read.select import Selection
+from ..display import escape_path
+from ..errors import Reporter
+from ..model import Kind
+from .decode import Decoder, Keys, PlainEntry
+from .members import open_lower_tree
+from .select import Selection
 
 
 def format_entry(entry: PlainEntry) -> str:

@@ -29,19 +29,18 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .display import escape_path
-from .ecryptfs.constants import MAGIC_MARKER, MARKER_BYTES, SIZE_FIELD_BYTES
-from .ecryptfs.names import is_encrypted_name
-from .errors import ArchiveUnreadable, NoArchiveFound, Reporter
-from .manifest import MANIFEST_NAME
-from .model import KIND_OF_FILE_TYPE, Kind
+from ..display import escape_path
+from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
+from ..ecryptfs.names import is_encrypted_name
+from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
+from ..manifest import MANIFEST_NAME
+from ..model import KIND_OF_FILE_TYPE, Kind
 
 STDIN = "-"
 RESTORE_NAME = b"RESTORE.txt"
 MANIFEST_PREFIX = b"MANIFEST"
 # libarchive reads in blocks of this size; its default (st_blksize, 4 KiB) costs syscalls
 READ_BLOCK = 1 << 20
-_PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # enough to see the eCryptfs marker
 _UNRECOGNISED = "Unrecognized archive format"
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _NOATIME
@@ -103,15 +102,6 @@ def split_member_path(raw: bytes) -> Path:
     return parts
 
 
-def has_ecryptfs_marker(first_bytes: bytes) -> bool:
-    """ecryptfs_validate_marker on the bytes after the 8-byte size field."""
-    if len(first_bytes) < _PEEK_BYTES:
-        return False
-    m1 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES : SIZE_FIELD_BYTES + 4], "big")
-    m2 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES + 4 : _PEEK_BYTES], "big")
-    return m1 ^ m2 == MAGIC_MARKER
-
-
 def is_side_file_name(name: bytes) -> bool:
     """Names ecarchive writes beside the lower directory."""
     return name == RESTORE_NAME or name.startswith(MANIFEST_PREFIX)
@@ -136,7 +126,7 @@ class _Peeked:
 
 
 def _peek(reader: DataReader) -> tuple[bytes, DataReader]:
-    buf = bytearray(_PEEK_BYTES)
+    buf = bytearray(MARKER_PEEK_BYTES)
     n = reader.readinto(memoryview(buf))
     head = bytes(buf[:n])
     return head, _Peeked(head, reader)
@@ -334,7 +324,7 @@ class _StreamLayout(LowerTree):
             return False
         assert m.entry.data is not None
         head, m.entry.data = _peek(m.entry.data)
-        if has_ecryptfs_marker(head):
+        if has_marker(head):
             return False
         self.side_files = True
         if top == MANIFEST_NAME:
@@ -437,7 +427,7 @@ class _FileData:
 def _plain_side_file(path: bytes) -> bool:
     try:
         with open(path, "rb") as f:
-            return not has_ecryptfs_marker(f.read(_PEEK_BYTES))
+            return not has_marker(f.read(MARKER_PEEK_BYTES))
     except OSError:
         return False
 
@@ -576,7 +566,7 @@ def _iso_prepass(source: str) -> bytes | None:
                 dirs.add(top)
             elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
                 head, _ = _peek(m.entry.data)
-                if has_ecryptfs_marker(head):
+                if has_marker(head):
                     others = True
                 else:
                     side = side or top == RESTORE_NAME

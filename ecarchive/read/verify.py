@@ -35,15 +35,15 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .archive_reader import open_lower_file
-from .decoder import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
-from .display import escape_path
-from .ecryptfs.constants import EXTENT_SIZE, HEADER_READ_SIZE
-from .ecryptfs.sizes import extent_count
-from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
-from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
-from .model import KIND_OF_FILE_TYPE, Kind
-from .read.dest import DestTree
+from ..display import escape_path
+from ..ecryptfs.constants import HEADER_READ_SIZE
+from ..ecryptfs.sizes import lower_size
+from ..errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
+from ..manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
+from ..model import KIND_OF_FILE_TYPE, Kind
+from .decode import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
+from .dest import DestTree
+from .members import open_lower_file
 
 STDIN = "-"
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
@@ -398,7 +398,7 @@ class Verifier:
         page = self._in[:HEADER_READ_SIZE]
         got = reader.readinto(page)
         key = self.keys.file_key_of(page[:got])
-        expected = key.metadata_size + extent_count(key.plain_size) * EXTENT_SIZE
+        expected = lower_size(key.plain_size, key.metadata_size)
         if m.size != expected:
             self.problem(
                 m.path,

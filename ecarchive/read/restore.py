@@ -20,7 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .archive_reader import (
+from ..display import escape_path
+from ..ecryptfs.constants import EXTENT_SIZE
+from ..errors import OutputFailed, Reporter
+from ..manifest import MANIFEST_NAME, Facts, ManifestError, mac_ok, parse
+from ..model import Kind
+from .decode import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
+from .dest import DestTree, Parts, lstat_at, make_room, open_dir_at
+from .listing import list_archive
+from .members import (
     DataReader,
     LowerEntry,
     LowerTree,
@@ -28,15 +36,7 @@ from .archive_reader import (
     Path,
     open_lower_tree,
 )
-from .decoder import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
-from .display import escape_path
-from .ecryptfs.constants import EXTENT_SIZE
-from .errors import OutputFailed, Reporter
-from .listing import list_archive
-from .manifest import MANIFEST_NAME, Facts, ManifestError, mac_ok, parse
-from .model import Kind
-from .read.dest import DestTree, Parts, lstat_at, make_room, open_dir_at
-from .read.select import Selection
+from .select import Selection
 
 __all__ = ["list_archive", "restore_archive"]
 

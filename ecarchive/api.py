@@ -27,6 +27,7 @@ from .keystore import StableKeys
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry
 from .plan import PlanOptions, build_plan
+from .read.listing import Style
 from .read.listing import list_archive as _list_archive
 from .read.restore import Existing, restore_archive
 from .read.select import Selection
@@ -314,11 +315,14 @@ def list_archive(
     paths: Sequence[bytes] = (),
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    style: Style = Style.SHORT,
 ) -> int:
-    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated) to `out`; with
-    `paths`, `include`, `exclude` only those plaintext paths."""
+    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated; `style` LONG as
+    tar tvf, JSON one object per line) to `out`; with `paths`, `include`, `exclude` only those
+    plaintext paths."""
     reporter = reporter or Reporter()
-    _list_archive(archive, passphrase, reporter, out, Selection(paths, include, exclude))
+    selection = Selection(paths, include, exclude)
+    _list_archive(archive, passphrase, reporter, out, selection, style)
     return reporter.exit_code
 
 
@@ -329,11 +333,17 @@ def verify(
     against: str | None = None,
     out: TextIO | None = None,
     reporter: Reporter | None = None,
+    as_json: bool = False,
 ) -> int:
     """Check ARCHIVE against its manifest (hashes; with the passphrase also the HMAC, headers and
     names; with `against` the decrypted content against that plaintext tree)."""
     reporter = reporter or Reporter()
     code = verify_archive(
-        archive, passphrase=passphrase, against=against, reporter=reporter, out=out or sys.stdout
+        archive,
+        passphrase=passphrase,
+        against=against,
+        reporter=reporter,
+        out=out or sys.stdout,
+        as_json=as_json,
     )
     return max(code, reporter.exit_code)

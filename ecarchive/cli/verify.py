@@ -27,6 +27,11 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="ask for the passphrase on the terminal (verify never asks otherwise)",
     )
+    v.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per problem and line, then a summary object",
+    )
     add_passphrase_options(v)
     v.set_defaults(run=run)
     return v
@@ -36,5 +41,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     prompt = bool(args.ask_passphrase or args.against)
     secret = optional_passphrase(args, prompt=prompt)
     return quiet_on_broken_pipe(
-        lambda: api.verify(args.archive, passphrase=secret, against=args.against, reporter=reporter)
+        lambda: api.verify(
+            args.archive,
+            passphrase=secret,
+            against=args.against,
+            reporter=reporter,
+            as_json=args.json,
+        )
     )

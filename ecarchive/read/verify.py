@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -248,15 +249,34 @@ class Verifier:
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _held: list[str] = field(default_factory=list)
     source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
+    as_json: bool = False  # one JSON object per problem line and for the summary
 
     # -- reporting
 
     def problem(self, path: bytes, message: str) -> None:
         self.problems += 1
-        line = f"{self.display(path)}: {message}"
+        if self.as_json:
+            plain = self.plain_path(path) if self.keys is not None else None
+            record = {
+                "path": os.fsdecode(path),
+                "plain": None if plain is None else os.fsdecode(plain),
+                "problem": message,
+            }
+            line = json.dumps(record)
+        else:
+            line = f"{self.display(path)}: {message}"
         if self.keys is not None and not self.keys.verified and len(self._held) < HELD_MAX:
             self._held.append(line)  # a wrong passphrase is decided over the archive first
             return
+        self.flush()
+        print(line, file=self.out, flush=True)
+
+    def print_problem(self, plain: bytes, message: str) -> None:
+        """A problem known by its SOURCE path only (--against)."""
+        if self.as_json:
+            line = json.dumps({"path": None, "plain": os.fsdecode(plain), "problem": message})
+        else:
+            line = f"{escape_path(plain)}: {message}"
         self.flush()
         print(line, file=self.out, flush=True)
 
@@ -522,7 +542,7 @@ class Verifier:
                         continue
                 if rel not in self.plain_seen:
                     self.problems += 1
-                    print(f"{escape_path(rel)}: in SOURCE but not in the archive", file=self.out)
+                    self.print_problem(rel, "in SOURCE but not in the archive")
                     continue
                 if child.is_dir(follow_symlinks=False):
                     stack.append(rel)
@@ -615,9 +635,13 @@ def verify_archive(
     against: str | None,
     reporter: Reporter,
     out: TextIO,
+    as_json: bool = False,
 ) -> int:
     """Verify SOURCE (tar, ISO, '-', extracted directory or mounted disc); returns the exit
-    code: 0 clean, 1 problems found. Fatal conditions raise EcarchiveError subclasses."""
+    code: 0 clean, 1 problems found. Fatal conditions raise EcarchiveError subclasses.
+
+    `as_json`: every problem as {"path", "plain", "problem"} and a last {"summary": {...}}
+    line, one JSON object per line."""
     if against is not None and passphrase is None:
         raise UsageError("--against needs the passphrase to decrypt the archive")
     if against is not None and not os.path.isdir(against):
@@ -628,6 +652,7 @@ def verify_archive(
         keys=Keys(passphrase) if passphrase is not None else None,
         against=os.fsencode(against) if against is not None else None,
         links_checked=source == STDIN or not os.path.isdir(source),
+        as_json=as_json,
     )
     if verifier.against is not None:
         verifier.source_tree = DestTree.open(verifier.against)
@@ -645,25 +670,36 @@ def verify_archive(
     if verifier.source_tree is not None:
         verifier.source_tree.close()
     entries = len(verifier.seen)
-    volume = (
-        f" (volume {manifest.facts.volume} of {manifest.facts.volumes})"
-        if (manifest and manifest.facts.volumes > 1)
-        else ""
-    )
+    facts = manifest.facts if manifest else None
+    volume = f" (volume {facts.volume} of {facts.volumes})" if facts and facts.volumes > 1 else ""
     level = (
         "hashes"
         if verifier.keys is None
         else ("hashes, HMAC, headers, names" + (", content against SOURCE" if against else ""))
     )
-    if verifier.problems:
+    shown = escape_path(os.fsencode(source))
+    if as_json:
+        summary = {
+            "source": source,
+            "ok": not verifier.problems,
+            "problems": verifier.problems,
+            "entries": entries,
+            "bytes": verifier.data_bytes,
+            "checks": level,
+            "volume": facts.volume if facts else None,
+            "volumes": facts.volumes if facts else None,
+        }
+        print(json.dumps({"summary": summary}), file=out)
+    elif verifier.problems:
         print(
-            f"verify: {source}{volume}: {verifier.problems} problem"
+            f"verify: {shown}{volume}: {verifier.problems} problem"
             f"{'s' if verifier.problems != 1 else ''} in {entries} entries ({level})",
             file=out,
         )
-        return EXIT_WARNINGS
-    print(
-        f"verify: {source}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes ({level})",
-        file=out,
-    )
-    return EXIT_OK
+    else:
+        print(
+            f"verify: {shown}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes "
+            f"({level})",
+            file=out,
+        )
+    return EXIT_WARNINGS if verifier.problems else EXIT_OK

@@ -4,7 +4,10 @@ by volume, with a volume missing; PATH arguments, --include and --exclude."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,31 @@ def test_list_takes_the_same_selection(volume_set: tuple[Path, list[Path]]) -> N
         listed += [line.split("\t")[2] for line in r.stdout.decode().splitlines()]
     assert not [p for p in listed if p.endswith(".txt")]
     assert "photos/2024/q0.raw" in listed
+
+
+def test_list_long_and_json_and_verify_json(volume_set: tuple[Path, list[Path]]) -> None:
+    src, volumes = volume_set
+    lines: list[str] = []
+    objects: list[dict[str, object]] = []
+    for volume in volumes:
+        r = run_cli(["list", "-l", str(volume)])
+        assert r.returncode == 0, r.stderr.decode()
+        lines += r.stdout.decode().splitlines()
+        r = run_cli(["list", "--json", str(volume)])
+        objects += [json.loads(line) for line in r.stdout.decode().splitlines()]
+    note = src / "docs" / "note1.txt"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(note.stat().st_mtime))
+    size = note.stat().st_size
+    assert re.compile(rf"^-rw-r--r-- \S+/\S+ +{size} {when} docs/note1.txt$", re.M).search(
+        "\n".join(lines)
+    ), lines
+    assert "lrwxrwxrwx" in "\n".join(lines) and "link -> docs/note1.txt" in "\n".join(lines)
+    by_path = {o["path"]: o for o in objects}
+    assert by_path["docs/note1.txt"]["size"] == size
+    mtime_s = note.stat().st_mtime_ns // 1_000_000_000  # ISO 9660 keeps seconds
+    assert by_path["docs/note1.txt"]["mtime_ns"] == mtime_s * 1_000_000_000
+    assert by_path["link"] == {**by_path["link"], "type": "l", "target": "docs/note1.txt"}
+    r = run_cli(["verify", "--json", str(volumes[0])])
+    (summary,) = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert r.returncode == 0 and summary["summary"]["ok"] is True
+    assert (summary["summary"]["volume"], summary["summary"]["volumes"]) == (1, 3)

@@ -409,3 +409,45 @@ def test_sparse_member_is_damage_not_a_huge_file(tmp_path: Path) -> None:
     assert [w for w in reporter.warnings if "a-sparse: sparse member" in w]
     assert not (tmp_path / "out" / "a-sparse").exists()
     assert (tmp_path / "out" / "b-good").read_bytes() == b"fine"
+
+
+# --- item 9: DEST that already has content ---------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tar", "iso"])
+def test_restore_merges_into_dest_and_leaves_its_private_alone(
+    fmt: str, made: dict[str, Path], tmp_path: Path
+) -> None:
+    """An ISO lists its lower directory before RESTORE.txt: the tree must still land at the
+    top of DEST, and a DEST/Private/ of the user's is neither written into nor dissolved."""
+    dest = tmp_path / "dest"
+    (dest / "Private").mkdir(parents=True)
+    (dest / "Private" / "mine.txt").write_bytes(b"the user's own")
+    (dest / "b.bin").write_bytes(b"replaced, as tar does")
+    r = run_cli(["restore", str(made[fmt]), str(dest)])
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    assert sorted(os.listdir(dest)) == ["Private", "b.bin", "dir"]
+    assert os.listdir(dest / "Private") == ["mine.txt"]
+    assert (dest / "Private" / "mine.txt").read_bytes() == b"the user's own"
+    assert (dest / "b.bin").read_bytes() == (made["src"] / "b.bin").read_bytes()
+
+
+def test_piped_iso_lands_at_the_top_of_dest(made: dict[str, Path], tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    r = run_cli(["restore", "-", str(dest)], stdin=made["iso"].read_bytes())
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    assert sorted(os.listdir(dest)) == ["b.bin", "dir"]
+
+
+def test_altered_manifest_fails_its_hmac(made: dict[str, Path], tmp_path: Path) -> None:
+    data = bytearray(made["tar"].read_bytes())
+    with tarfile.open(made["tar"]) as t:
+        member = t.getmember("MANIFEST.ecarchive")
+    text = bytes(data[member.offset_data : member.offset_data + member.size])
+    at = member.offset_data + text.index(b"\ncreated ") + len(b"\ncreated ")
+    data[at] = ord("1") if data[at] != ord("1") else ord("2")  # same length, other time
+    bad = tmp_path / "altered.tar"
+    bad.write_bytes(bytes(data))
+    r = run_cli(["restore", str(bad), str(tmp_path / "dest")])
+    assert r.returncode == 1
+    assert b"MANIFEST.ecarchive: HMAC does not verify" in r.stderr

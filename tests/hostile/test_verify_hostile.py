@@ -94,11 +94,9 @@ def _deep_tar(path: Path, depth: int) -> Path:
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
         _add(t, b"RESTORE.txt", b"plain text\n")
         _add(t, b"Private")
-        name = b"Private"
-        for _ in range(depth):
-            name += b"/d"
-            _add(t, name)
-        _add(t, name + b"/leaf", leaf)
+        # no member for the directories in between: each name is first met with all of its
+        # parents unresolved (a recursive resolver then needs `depth` frames)
+        _add(t, b"Private" + b"/d" * depth + b"/leaf", leaf)
     return path
 
 

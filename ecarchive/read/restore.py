@@ -17,6 +17,7 @@ import pwd
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -313,20 +314,34 @@ class _Writer:
 
 class _HashingData:
     """A member's lower bytes on their way to the decoder, hashed; `drain` takes in what the
-    decoder left (bytes past the header's size) so the digest covers the whole member."""
+    decoder left (bytes past the header's size) so the digest covers the whole member.
 
-    def __init__(self, inner: DataReader, buf: memoryview) -> None:
+    SHA-256 costs about as much CPU as the AES decryption, so it runs on a helper thread
+    (hashlib lets go of the GIL) while the decoder decrypts and the writer writes the same
+    bytes; the next read into the decoder's buffer waits for it first, since it reuses it."""
+
+    def __init__(self, inner: DataReader, buf: memoryview, hasher: ThreadPoolExecutor) -> None:
         self._inner = inner
         self._buf = buf
+        self._hasher = hasher
+        self._hashing: Future[None] | None = None
         self.sha = hashlib.sha256()
 
+    def _wait(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
+
     def readinto(self, view: memoryview) -> int:
+        self._wait()
         n = self._inner.readinto(view)
-        self.sha.update(view[:n])
+        if n:
+            self._hashing = self._hasher.submit(self.sha.update, view[:n])
         return n
 
     def drain(self) -> bytes | None:
         """The member's SHA-256, or None when the rest of it cannot be read."""
+        self._wait()
         try:
             while n := self._inner.readinto(self._buf):
                 self.sha.update(self._buf[:n])
@@ -339,7 +354,8 @@ class _Check:
     """What restore compares with the manifest at the end: the SHA-256 of every lower file it
     read, by lower path, with the plaintext path it was restored to."""
 
-    def __init__(self) -> None:
+    def __init__(self, hasher: ThreadPoolExecutor) -> None:
+        self.hasher = hasher
         self.digests: dict[Path, bytes | None] = {}
         self.restored: dict[Path, bytes] = {}  # lower path → plaintext path, files only
         self._buf = memoryview(bytearray(CHUNK))
@@ -349,7 +365,7 @@ class _Check:
             if entry.kind is not Kind.FILE or entry.data is None:
                 yield entry
                 continue
-            data = _HashingData(entry.data, self._buf)
+            data = _HashingData(entry.data, self._buf, self.hasher)
             entry.data = data
             yield entry
             self.digests[entry.path] = data.drain()  # the consumer is done with the member
@@ -458,12 +474,14 @@ def restore_archive(
     writer = _Writer(dest, reporter, existing)
     chosen = selection or Selection()
     volumes: list[Facts] = []
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecarchive-sha256")
     try:
         for one in sources:
-            facts = _restore_one(one, keys, writer, chosen, reporter, progress)
+            facts = _restore_one(one, keys, writer, chosen, reporter, progress, hasher)
             if facts is not None:
                 volumes.append(facts)
     finally:
+        hasher.shutdown()
         writer.close()
     _volumes_missing(volumes, reporter, several=len(sources) > 1)
     chosen.check_found()
@@ -476,8 +494,9 @@ def _restore_one(
     selection: Selection,
     reporter: Reporter,
     progress: Progress | None,
+    hasher: ThreadPoolExecutor,
 ) -> Facts | None:
-    check = _Check()
+    check = _Check(hasher)
     with open_lower_tree(source, reporter, progress) as tree:
         entries = Decoder(keys, reporter).entries(
             check.hashed(tree.entries), recognised=lambda: tree.side_files, source=source

@@ -7,7 +7,6 @@ and nothing about argument syntax or the eCryptfs format.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -21,28 +20,36 @@ from .errors import OutputFailed, Reporter, UsageError
 from .manifest import ManifestBuilder
 from .model import Entry
 from .output import Output
+from .passphrase import ENV_VAR
 from .reader import EncryptingReader
-from .sinks.iso import body_from_opener, image_size, plan_iso, write_iso
-from .sinks.tar import write_tar
-from .sinks.tarsize import tar_size_bound
+from .sinks.base import ArchiveFormat, Chunk, Sink
+from .sinks.iso import IsoSink
+from .sinks.tar import TarSink
 from .volumes import split_volumes
 
-Chunk = bytes | bytearray | memoryview
-ISO_WRITE_BUFFER = 1 << 20
 TTY = "/dev/tty"
+# Never handed to a --volume-command: the burner has no business with the passphrase.
+PRIVATE_ENV = (ENV_VAR,)
 
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    name: str  # "tar" or "iso"
+    """The archive format with what its sink needs besides the entries."""
+
+    kind: ArchiveFormat
     volume_label: str
     volume_time_ns: int
 
+    def sink(self, entries: Sequence[Entry]) -> Sink:
+        if self.kind is ArchiveFormat.ISO:
+            return IsoSink(
+                entries, volume_label=self.volume_label, volume_time_ns=self.volume_time_ns
+            )
+        return TarSink(entries)
+
     def size(self, entries: Sequence[Entry]) -> int:
         """Exact for ISO, an upper bound for tar (libarchive picks its pax records)."""
-        if self.name == "iso":
-            return image_size(entries, volume_label=self.volume_label)
-        return tar_size_bound(entries)
+        return self.sink(entries).size()
 
 
 def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[tuple[Entry, ...]]:
@@ -80,10 +87,11 @@ def write_volume(
     manifest: ManifestBuilder,
 ) -> None:
     """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
+    sink = fmt.sink(entries)
 
     def read(entry: Entry) -> Iterator[Chunk] | None:
         chunks = reader.open(entry)
-        if chunks is None and fmt.name == "iso":
+        if chunks is None and sink.fixed_layout:
             return reader.zero_filled(entry)  # the image's layout already holds its extent
         return chunks
 
@@ -96,23 +104,10 @@ def write_volume(
             return None
         return _counted(chunks, bar)
 
-    reader.expect(entries)  # small files are read and encrypted ahead in the helper
-    if fmt.name == "tar":
-        write_tar(tuple(entries), open_data, fd)
-        return
-    layout = plan_iso(
-        list(entries), volume_label=fmt.volume_label, volume_time_ns=fmt.volume_time_ns
-    )
-    for warning in layout.warnings:
+    for warning in sink.warnings:
         reporter.warn(warning, affects_exit=False)
-    try:
-        with (
-            io.FileIO(fd, "wb", closefd=False) as raw,
-            io.BufferedWriter(raw, ISO_WRITE_BUFFER) as out,
-        ):
-            write_iso(layout, body_from_opener(open_data), out)
-    except OSError as e:
-        raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
+    reader.expect(sink.read_order())  # the workers read and encrypt ahead in this order
+    sink.write(open_data, fd)
 
 
 class Destinations:
@@ -176,7 +171,8 @@ def _wait_for_disc(number: int, count: int) -> None:
 
 @contextlib.contextmanager
 def _command(command: str, number: int, count: int) -> Iterator[int]:
-    env = dict(os.environ, ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env.update(ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
     proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
     assert proc.stdin is not None
     try:

@@ -11,17 +11,19 @@ while read). Warnings go to `reporter` (stderr by default).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
-from .create import Destinations, Format, progress_bar, split, write_volumes
+from .create import Destinations, Format, output_identities, progress_bar, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
+from .fsio import open_root
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
@@ -31,6 +33,7 @@ from .plan import PlanOptions, build_plan
 from .reader import EncryptingReader
 from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
+from .sinks.base import ArchiveFormat
 from .sinks.iso import volume_identifier
 from .verify import verify_archive
 from .volumes import parse_media
@@ -55,11 +58,11 @@ __all__ = [
 ]
 
 
-def format_for(output: str, format: FormatName | None) -> FormatName:
+def format_for(output: str, format: FormatName | ArchiveFormat | None) -> ArchiveFormat:
     """The explicit format, else ISO for an output ending in .iso, else tar."""
     if format is not None:
-        return format
-    return "iso" if output.lower().endswith(".iso") else "tar"
+        return ArchiveFormat(format)
+    return ArchiveFormat.of_name(output)
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -78,6 +81,21 @@ def _key_store_excludes(source: str, key_store: str | None) -> tuple[str, ...]:
     return (pattern, pattern + "-journal")
 
 
+@contextlib.contextmanager
+def _source(source: str) -> Iterator[int | None]:
+    """SOURCE opened once: the plan walks it and the reader reads through this descriptor, so
+    SOURCE replaced in between (or a symlink in its path changed) cannot redirect the read."""
+    try:
+        fd = open_root(os.fsencode(source))
+    except OSError:
+        yield None  # the plan reports why
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 class _Job:
     """A planned create: the plan split into volumes, each with its manifest appended."""
 
@@ -86,7 +104,7 @@ class _Job:
         source: str,
         keys: KeySet,
         *,
-        fmt: FormatName,
+        fmt: ArchiveFormat,
         key_bytes: int,
         cipher: str,
         lower_name: str,
@@ -97,12 +115,14 @@ class _Job:
         volume_label: str,
         media: str | int | None,
         reporter: Reporter,
+        root_fd: int | None,
+        outputs: frozenset[tuple[int, int]] = frozenset(),
     ) -> None:
         lower = lower_name.encode()
         if not lower or b"/" in lower or lower in (b".", b"..", RESTORE_NAME, MANIFEST_NAME):
             raise UsageError(f"lower name {lower_name!r} is not a usable directory name")
         self.capacity = parse_media(str(media)) if media is not None else None
-        if fmt == "iso":
+        if fmt is ArchiveFormat.ISO:
             volume_identifier(volume_label)  # a bad label fails before anything else
         self.keys = keys
         fnek = keys.fnek
@@ -110,7 +130,9 @@ class _Job:
         def encrypt(name: bytes) -> bytes:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
-        text = restore_text(MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt == "iso")
+        text = restore_text(
+            MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt is ArchiveFormat.ISO
+        )
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -121,6 +143,8 @@ class _Job:
                 one_file_system=one_file_system,
                 skip_long_names=skip_long_names,
                 top_files=((RESTORE_NAME, text),),
+                root_fd=root_fd,
+                outputs=outputs,
             ),
             reporter,
         )
@@ -155,7 +179,7 @@ class _Job:
 def image_sizes(
     source: str,
     *,
-    format: FormatName = "iso",
+    format: FormatName | ArchiveFormat = "iso",
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     lower_name: str = DEFAULT_LOWER_NAME,
@@ -168,21 +192,23 @@ def image_sizes(
 ) -> list[int]:
     """The size in bytes of each volume `create` would write (exact for ISO, an upper bound for
     tar), from the pre-scan alone: nothing is read, no passphrase is needed."""
-    job = _Job(
-        source,
-        keyset(_SIZES_ONLY_PASSPHRASE, fnek),
-        fmt=format,
-        key_bytes=key_bytes,
-        cipher="aes",
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=None,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter or Reporter(),
-    )
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keyset(_SIZES_ONLY_PASSPHRASE, fnek),
+            fmt=format_for("", format),
+            key_bytes=key_bytes,
+            cipher="aes",
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=None,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter or Reporter(),
+            root_fd=root_fd,
+        )
     return [job.fmt.size(entries) for entries in job.volumes]
 
 
@@ -191,7 +217,7 @@ def create(
     output: str = "-",
     *,
     passphrase: bytes,
-    format: FormatName | None = None,
+    format: FormatName | ArchiveFormat | None = None,
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     cipher: str = "aes",
@@ -206,11 +232,13 @@ def create(
     stable_keys: bool = False,
     key_store: str | None = None,
     rotate_keys_on_change: bool = False,
+    jobs: int | None = None,
     progress: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+    `jobs` threads read and encrypt (default: one per CPU).
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
     reporter = reporter or Reporter()
@@ -221,45 +249,60 @@ def create(
         raise UsageError("--volume-command writes every volume; drop --volume")
     if (key_store or rotate_keys_on_change) and not stable_keys:
         raise UsageError("--key-store and --rotate-keys-on-change need --stable-keys")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: at least one worker is needed")
     keys = keyset(passphrase, fnek)
-    job = _Job(
-        source,
-        keys,
-        fmt=fmt,
-        key_bytes=key_bytes,
-        cipher=cipher,
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=key_store,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter,
-    )
-    dest = Destinations(output, volume_count=len(job.volumes), command=volume_command, only=volume)
-    dest.check()
-    keysource: KeySource
-    if stable_keys:
-        keysource = StableKeys(
-            keys.file_key,
-            key_bytes,
-            reporter,
-            store_path=key_store,
-            rotate_on_change=rotate_keys_on_change,
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keys,
+            fmt=fmt,
+            key_bytes=key_bytes,
+            cipher=cipher,
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=key_store,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter,
+            root_fd=root_fd,
+            outputs=output_identities(output, volume_command),
         )
-    else:
-        keysource = FreshKeys(keys.file_key, key_bytes)
-    reader = EncryptingReader(
-        keysource, filenames_encrypted=keys.fnek is not None, reporter=reporter
-    )
-    if len(job.volumes) > 1:
-        reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
-    try:
-        write_volumes(job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest)
-    finally:
-        if isinstance(keysource, StableKeys):
-            keysource.close()
+        assert root_fd is not None  # else the plan was rejected
+        dest = Destinations(
+            output, volume_count=len(job.volumes), command=volume_command, only=volume
+        )
+        dest.check()
+        keysource: KeySource
+        if stable_keys:
+            keysource = StableKeys(
+                keys.file_key,
+                key_bytes,
+                reporter,
+                store_path=key_store,
+                rotate_on_change=rotate_keys_on_change,
+            )
+        else:
+            keysource = FreshKeys(keys.file_key, key_bytes)
+        reader = EncryptingReader(
+            keysource,
+            filenames_encrypted=keys.fnek is not None,
+            reporter=reporter,
+            root_fd=root_fd,
+            jobs=jobs,
+        )
+        if len(job.volumes) > 1:
+            reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
+        try:
+            write_volumes(
+                job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+            )
+        finally:
+            reader.close()
+            if isinstance(keysource, StableKeys):
+                keysource.close()
     return reporter.exit_code
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import OutputFailed, Reporter, UsageError
-from .manifest import ManifestBuilder
+from .manifest import MAX_VOLUMES, ManifestBuilder
 from .model import Entry
 from .output import Output
 from .passphrase import ENV_VAR
@@ -108,6 +108,20 @@ def write_volume(
         reporter.warn(warning, affects_exit=False)
     reader.expect(sink.read_order())  # the workers read and encrypt ahead in this order
     sink.write(open_data, fd)
+
+
+def output_identities(output: str, command: str | None) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of every existing file the output names, for the plan to leave out."""
+    if command:
+        return frozenset()
+    names = [output]
+    if "%" in output:
+        try:
+            names = [output % n for n in range(1, MAX_VOLUMES + 1)]
+        except (TypeError, ValueError):
+            return frozenset()  # Destinations says what is wrong with the pattern
+    found = (Output(name).identity() for name in names)
+    return frozenset(i for i in found if i is not None)
 
 
 class Destinations:

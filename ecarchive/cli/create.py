@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from .. import api
-from ..errors import Reporter, UsageError
+from ..errors import Interrupted, Reporter, UsageError
 from ..iso import SECTOR_SIZE
 from ..keystore import XATTR_NAME
 from ..output import Output
 from ..plan import read_exclude_file
+from ..sinks.base import ArchiveFormat
 from ._options import (
     EXAMPLES,
     Subparsers,
@@ -110,10 +114,33 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="new key for a file whose size or mtime changed",
     )
+    c.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=int,
+        help="threads reading and encrypting (default: one per CPU)",
+    )
     add_progress_options(c)
     add_passphrase_options(c)
     c.set_defaults(run=run)
     return c
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: the output is cleaned up and the run
+    ends with a message, instead of the process dying with a truncated archive."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -140,7 +167,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter=reporter,
     )
     if args.print_size:
-        if fmt != "iso":
+        if fmt is not ArchiveFormat.ISO:
             raise UsageError("--print-size is exact for ISO images only", hint="add --format iso")
         sizes = api.image_sizes(args.source, format=fmt, **common)
         for n, size in enumerate(sizes, 1):
@@ -149,17 +176,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         return 0
     if not args.media:
         Output(args.output).check_not_terminal()  # before the passphrase prompt
-    return api.create(
-        args.source,
-        args.output,
-        passphrase=passphrase(args, confirm=True),
-        format=fmt,
-        cipher=args.cipher,
-        volume=args.volume,
-        volume_command=args.volume_command,
-        stable_keys=args.stable_keys,
-        key_store=args.key_store,
-        rotate_keys_on_change=args.rotate_keys_on_change,
-        progress=want_progress(args),
-        **common,
-    )
+    with interrupted_by_signals():
+        return api.create(
+            args.source,
+            args.output,
+            passphrase=passphrase(args, confirm=True),
+            format=fmt,
+            cipher=args.cipher,
+            volume=args.volume,
+            volume_command=args.volume_command,
+            stable_keys=args.stable_keys,
+            key_store=args.key_store,
+            rotate_keys_on_change=args.rotate_keys_on_change,
+            jobs=args.jobs,
+            progress=want_progress(args),
+            **common,
+        )

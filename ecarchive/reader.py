@@ -19,6 +19,7 @@ blocking on a FIFO or device that replaced a planned file.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -51,6 +52,25 @@ def window_for(jobs: int) -> int:
 
 def padded(size: int) -> int:
     return -(-size // EXTENT_SIZE) * EXTENT_SIZE
+
+
+class Hashed(Iterator[Chunk]):
+    """Lower bytes whose SHA-256 a worker computed beside the encryption (`sha256`), so the
+    manifest need not hash them again on the sink's thread."""
+
+    __slots__ = ("_chunks", "sha256")
+
+    def __init__(self, chunks: Iterator[Chunk], sha256: bytes) -> None:
+        self._chunks = chunks
+        self.sha256 = sha256
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class _Changes:
@@ -127,6 +147,7 @@ class _Small:
         "name",
         "offset",
         "read_error",
+        "sha256",
         "size",
     )
 
@@ -139,6 +160,7 @@ class _Small:
         self.name = b""
         self.error: str | None = None  # why it could not be opened, as the warning says it
         self.got = self.read_error = self.size = self.mtime_ns = 0
+        self.sha256 = b""
 
     def run(self, buffer: memoryview) -> None:
         """In a worker: open, read, pad, encrypt, fstat."""
@@ -158,6 +180,9 @@ class _Small:
             data = buffer[self.offset : self.offset + padded(entry.plain_size)]
             self.got, self.read_error = _fill(fd, data, entry.plain_size, None)
             encrypt_extents(self.fek, root_iv(self.fek), 0, data, data)
+            digest = hashlib.sha256(self.header)
+            digest.update(data)
+            self.sha256 = digest.digest()
             st = os.fstat(fd)
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
         finally:
@@ -292,7 +317,7 @@ class EncryptingReader:
             self._served(batch)
             self.reporter.warn(item.error)
             return None
-        return self._serve_small(item, batch)
+        return Hashed(self._serve_small(item, batch), item.sha256)
 
     def zero_filled(self, entry: Entry) -> Iterator[Chunk]:
         """A valid lower file of the planned size holding zeros: what an image whose layout is

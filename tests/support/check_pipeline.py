@@ -4,7 +4,7 @@
 
 With deterministic key material (a FreshKeys whose FEK is derived from the member path), every
 FILE's lower bytes must be exactly header ‖ encrypt_extents(whole file, zero-padded) computed
-here the plain way, and the tar written with 1, 2, 3 and 8 workers, with and without `expect()`
+here the plain way (and the SHA-256 a worker computed for the manifest theirs), and the tar written with 1, 2, 3 and 8 workers, with and without `expect()`
 (reading ahead), must be the same bytes with the same warnings. Also checked: a reader
 abandoned mid-file and reused, and files that vanish, shrink, grow or turn into a directory
 after the plan (GNU tar's rules). Exit status 0 when everything matches.
@@ -103,6 +103,8 @@ def archive(
             return chunks
         got = b"".join(bytes(c) for c in chunks)
         assert got == reference_lower(entry, keys), f"{entry.rel!r}: lower bytes differ"
+        known = getattr(chunks, "sha256", None)  # hashed by the worker, for the manifest
+        assert known in (None, hashlib.sha256(got).digest()), f"{entry.rel!r}: bad sha256"
         return iter((got,))
 
     digest = hashlib.sha256()

@@ -283,6 +283,7 @@ def create(
                 reporter,
                 store_path=key_store,
                 rotate_on_change=rotate_keys_on_change,
+                root_fd=root_fd,
             )
         else:
             keysource = FreshKeys(keys.file_key, key_bytes)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import xattr
 from tqdm import tqdm
 
 from ecarchive.create import Format
@@ -22,7 +23,8 @@ from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter
 from ecarchive.fsio import open_root
-from ecarchive.keysource import FreshKeys
+from ecarchive.keysource import FreshKeys, KeySource
+from ecarchive.keystore import XATTR_NAME, StableKeys
 from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
 from ecarchive.plan import PlanOptions, build_plan
 from ecarchive.reader import EncryptingReader
@@ -36,7 +38,12 @@ TIMEOUT_S = 20
 
 
 def archive_after(
-    src: Path, out: Path, change: Callable[[], None], fmt: ArchiveFormat, jobs: int = 2
+    src: Path,
+    out: Path,
+    change: Callable[[], None],
+    fmt: ArchiveFormat,
+    jobs: int = 2,
+    stable: bool = False,
 ) -> Reporter:
     """Plan `src`, run `change`, then write the archive to `out` as `create` does."""
     reporter = Reporter(stream=io.StringIO())
@@ -57,8 +64,13 @@ def archive_after(
         facts = Facts("aes", 16, KEYS.file_key.sig_hex, fnek.sig_hex, plan.lower_root, 0)
         entries = append_manifest(plan.entries, facts)
         change()
+        keys: KeySource = (
+            StableKeys(KEYS.file_key, 16, reporter, root_fd=root_fd)
+            if stable
+            else FreshKeys(KEYS.file_key, 16)
+        )
         reader = EncryptingReader(
-            FreshKeys(KEYS.file_key, 16),
+            keys,
             filenames_encrypted=True,
             reporter=reporter,
             root_fd=root_fd,
@@ -77,6 +89,8 @@ def archive_after(
                 )
         finally:
             reader.close()
+            if isinstance(keys, StableKeys):
+                keys.close()
     finally:
         os.close(root_fd)
     return reporter
@@ -169,3 +183,27 @@ def test_file_swapped_for_symlink_after_plan(tmp_path: Path, fmt: ArchiveFormat)
     reporter = archive_after(src, out, swap, fmt)
     assert any("f: no longer a regular file; skipped" in w for w in reporter.warnings)
     assert all(SECRET not in data for data in restored(out, tmp_path / "dest").values())
+
+
+def test_stable_keys_write_no_xattr_outside_source(tmp_path: Path) -> None:
+    """--stable-keys stores each file's key in an xattr: reached through the same descriptors,
+    a directory swapped for a symlink cannot aim that write at a file outside SOURCE."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(SECRET)
+    try:
+        xattr.setxattr(str(outside / "victim"), "user.probe", b"1")
+    except OSError:
+        pytest.skip("no user xattrs on this file system")
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "victim").write_bytes(b"z" * len(SECRET))
+
+    def swap() -> None:
+        (src / "d" / "victim").unlink()
+        (src / "d").rmdir()
+        (src / "d").symlink_to(outside)
+
+    reporter = archive_after(src, tmp_path / "a.tar", swap, ArchiveFormat.TAR, stable=True)
+    assert XATTR_NAME not in xattr.listxattr(str(outside / "victim"))
+    assert any("d/victim: a directory on its path" in w for w in reporter.warnings)

@@ -40,12 +40,13 @@ class Output:
             )
 
     def identity(self) -> tuple[int, int] | None:
-        """(st_dev, st_ino) of what the output already is, so the plan can leave it out."""
+        """(st_dev, st_ino) of the regular file the output already is, so the plan can leave
+        it out (a device such as /dev/null is not the archive, as in GNU tar)."""
         try:
             st = os.fstat(sys.stdout.fileno()) if self.is_stdout else os.stat(self.name)
         except OSError:
             return None
-        return (st.st_dev, st.st_ino)
+        return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
     @contextlib.contextmanager
     def open(self) -> Iterator[int]:

@@ -162,3 +162,22 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
     r = run_cli(["create", str(tmp_path), "-o", str(tmp_path / "a.tar"), "--jobs", "0"])
     assert r.returncode == 2 and "--jobs 0" in r.stderr.decode()
     assert not (tmp_path / "a.tar").exists()
+
+
+def test_stdout_redirected_inside_source_is_not_dumped(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data\n")
+    out = src / "redirected.tar"
+    with open(out, "wb") as f:
+        r = subprocess.run(
+            [sys.executable, "-m", "ecarchive", "create", str(src), "-q"],
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.PIPE,
+            timeout=DEADLINE_S,
+        )
+    stderr = r.stderr.decode()
+    assert r.returncode == 0, stderr
+    assert "redirected.tar: file is the archive; not dumped" in stderr

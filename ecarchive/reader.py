@@ -23,7 +23,7 @@ import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from .ecryptfs.constants import EXTENT_SIZE
 from .ecryptfs.extent import encrypt_extents, root_iv
@@ -71,6 +71,12 @@ class Hashed(Iterator[Chunk]):
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+
+
+def _settle(futures: Iterable[Future[None] | None]) -> None:
+    """Wait until these jobs no longer touch their buffers: done, failed or cancelled (close()
+    cancels what has not started; a generator abandoned by the sink is finalised after)."""
+    wait([f for f in futures if f is not None])
 
 
 class _Changes:
@@ -463,16 +469,13 @@ class EncryptingReader:
         self._submit_batch()
         for _, item, batch in self._queue:
             if isinstance(item, _Large):
-                for part in item.parts:
-                    if part.future is not None:
-                        part.future.exception()
-                    self._free.append(part.buffer)
+                _settle(part.future for part in item.parts)
+                self._free.extend(part.buffer for part in item.parts)
                 item.parts.clear()
                 item.close()
             else:
                 assert batch is not None
-                if batch.future is not None:
-                    batch.future.exception()
+                _settle((batch.future,))
                 if item.dir is not None:
                     item.dir.release()
                     item.dir = None
@@ -526,10 +529,9 @@ class EncryptingReader:
             st = os.fstat(large.fd)
             changes.finish(st.st_size, st.st_mtime_ns)
         finally:
-            for part in large.parts:  # abandoned midway: the sink failed
-                if part.future is not None:
-                    part.future.exception()
-                self._free.append(part.buffer)
+            # abandoned midway (the sink failed, or the run was interrupted)
+            _settle(part.future for part in large.parts)
+            self._free.extend(part.buffer for part in large.parts)
             large.parts.clear()
             if self._scheduling is large:
                 self._scheduling = None

@@ -45,7 +45,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--format",
-        choices=["tar", "iso"],
+        choices=[f.value for f in ArchiveFormat],
         help="archive format (default: from OUT's extension, else tar)",
     )
     out.add_argument(

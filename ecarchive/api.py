@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
-from .create import Destinations, Format, output_identities, progress_bar, split, write_volumes
+from .create import Destinations, Format, output_identities, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
@@ -28,8 +28,9 @@ from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
-from .model import Entry
+from .model import Entry, Kind
 from .plan import PlanOptions, build_plan
+from .progress import Progress, Tally
 from .reader import EncryptingReader
 from .restore import restore_archive
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
@@ -48,6 +49,7 @@ _SIZES_ONLY_PASSPHRASE = b"sizes only"
 __all__ = [
     "DEFAULT_LABEL",
     "DEFAULT_LOWER_NAME",
+    "check_output_name",
     "create",
     "format_for",
     "image_sizes",
@@ -58,11 +60,38 @@ __all__ = [
 ]
 
 
-def format_for(output: str, format: FormatName | ArchiveFormat | None) -> ArchiveFormat:
-    """The explicit format, else ISO for an output ending in .iso, else tar."""
+def format_for(
+    output: str, format: FormatName | ArchiveFormat | None, media: str | int | None = None
+) -> ArchiveFormat:
+    """The explicit format, else the output's extension (.iso, .tar), else ISO when splitting
+    for discs (`media`: what growisofs burns is an image, not a tar), else tar."""
     if format is not None:
         return ArchiveFormat(format)
-    return ArchiveFormat.of_name(output)
+    name = output.lower()
+    if name.endswith(".iso"):
+        return ArchiveFormat.ISO
+    if name.endswith(".tar") or media is None:
+        return ArchiveFormat.TAR
+    return ArchiveFormat.ISO
+
+
+# GNU tar's --auto-compress suffixes, and lz4: names that promise a compressed archive
+_COMPRESSED_SUFFIXES = (
+    ".gz", ".tgz", ".taz", ".z", ".bz2", ".tbz", ".tbz2", ".tz2", ".tb2", ".xz", ".txz",
+    ".lz", ".lzma", ".tlz", ".lzo", ".lz4", ".zst", ".tzst",
+)  # fmt: skip
+
+
+def check_output_name(output: str) -> None:
+    """Refuse an output named like a compressed archive: ciphertext does not compress, and an
+    uncompressed tar under that name would fool every tool that trusts the name."""
+    suffix = next((s for s in _COMPRESSED_SUFFIXES if output.lower().endswith(s)), None)
+    if suffix is not None:
+        raise UsageError(
+            f"-o {output}: eCryptfs data is encrypted and does not compress, "
+            f"so ecarchive writes no {suffix} archive",
+            hint="name it .tar or .iso; a compressor in a pipe would only spend time",
+        )
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -130,9 +159,8 @@ class _Job:
         def encrypt(name: bytes) -> bytes:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
-        text = restore_text(
-            MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt is ArchiveFormat.ISO
-        )
+        spec = MountSpec(keys=keys, key_bytes=key_bytes)
+        text = restore_text(spec, lower_name, iso=fmt is ArchiveFormat.ISO)
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -165,8 +193,20 @@ class _Job:
         # The manifest's size goes into the split, so every volume is measured with its own.
         volumes = split(append_manifest(plan.entries, self.facts), self.fmt, self.capacity)
         if len(volumes) > 1:
+            count = len(volumes)
+
+            def numbered(entries: tuple[Entry, ...], n: int) -> tuple[Entry, ...]:
+                """RESTORE.txt says which volume it is on (same length: the split holds)."""
+                text = restore_text(
+                    spec, lower_name, iso=fmt is ArchiveFormat.ISO, volume=n, volumes=count
+                )
+                return tuple(
+                    replace(e, data=text) if e.path == RESTORE_NAME and e.source is None else e
+                    for e in entries
+                )
+
             volumes = [
-                append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
+                append_manifest(numbered(v, n), replace(self.facts, volume=n, volumes=count))
                 for n, v in enumerate(volumes, 1)
             ]
         self.volumes = volumes
@@ -234,15 +274,19 @@ def create(
     rotate_keys_on_change: bool = False,
     jobs: int | None = None,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
     `jobs` threads read and encrypt (default: one per CPU).
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`.
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
+    tally = Tally()
     reporter = reporter or Reporter()
-    fmt = format_for(output, format)
+    check_output_name(output)
+    fmt = format_for(output, format, media)
     if (volume is not None or volume_command) and media is None:
         raise UsageError("--volume and --volume-command need --media")
     if volume_command and volume is not None:
@@ -271,8 +315,10 @@ def create(
             outputs=output_identities(output, volume_command),
         )
         assert root_fd is not None  # else the plan was rejected
+        iso = fmt is ArchiveFormat.ISO
+        sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and iso else None
         dest = Destinations(
-            output, volume_count=len(job.volumes), command=volume_command, only=volume
+            output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
         )
         dest.check()
         keysource: KeySource
@@ -297,13 +343,20 @@ def create(
         if len(job.volumes) > 1:
             reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
         try:
-            write_volumes(
+            tally.bytes_out = write_volumes(
                 job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
             )
         finally:
             reader.close()
             if isinstance(keysource, StableKeys):
                 keysource.close()
+    if summary:
+        for number in dest.selected(volume):
+            for entry in job.volumes[number - 1]:
+                if entry.source is not None or entry.kind is not Kind.FILE:  # not RESTORE.txt
+                    tally.count(entry.kind)
+                    tally.bytes_in += entry.plain_size
+        reporter.note(tally.summary("created", len(reporter.warnings)))
     return reporter.exit_code
 
 
@@ -313,20 +366,30 @@ def restore(
     *,
     passphrase: bytes,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST."""
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
+    tally = Tally()
     reporter = reporter or Reporter()
     total = os.path.getsize(archive) if os.path.isfile(archive) else None
-    bar = progress_bar(total, progress)
+    bar = Progress(total, progress)
 
     def advance(n: int) -> None:
+        tally.bytes_in += n
         bar.update(n)
+        if tally.files > bar.files:
+            bar.file_done(tally.files - bar.files)
 
     try:
-        restore_archive(archive, dest, passphrase, reporter, progress=advance)
+        restore_archive(archive, dest, passphrase, reporter, progress=advance, tally=tally)
     finally:
         bar.close()
+    if summary:
+        if total is not None:  # an archive file: headers and padding are read too
+            tally.bytes_in = total
+        reporter.note(tally.summary("restored", len(reporter.warnings)))
     return reporter.exit_code
 
 

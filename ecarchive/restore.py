@@ -23,6 +23,7 @@ from .decoder import DamagedEntry, Decoder, Keys, PlainEntry
 from .errors import OutputFailed, Reporter
 from .listing import list_archive
 from .model import Kind
+from .progress import Tally
 
 __all__ = ["list_archive", "restore_archive"]
 
@@ -68,9 +69,10 @@ class _DirMeta:
 class _Writer:
     """Creates the plaintext tree under DEST. Never follows a symlink it did not check."""
 
-    def __init__(self, dest: str, reporter: Reporter) -> None:
+    def __init__(self, dest: str, reporter: Reporter, tally: Tally) -> None:
         self.root = os.fsencode(dest)
         self.reporter = reporter
+        self.tally = tally
         self.started = False
         self.as_root = os.geteuid() == 0
         self._checked_dirs: set[bytes] = {b""}  # real directories made or verified by this run
@@ -142,6 +144,7 @@ class _Writer:
         self.start()
         try:
             self._add(entry)
+            self.tally.count(entry.kind)
         except DamagedEntry as e:
             self.reporter.warn(f"{entry.display}: {e}; skipped")
         except OSError as e:
@@ -190,6 +193,7 @@ class _Writer:
         try:
             for chunk in entry.content.chunks():
                 view = chunk
+                self.tally.bytes_out += len(view)
                 while view:
                     view = view[os.write(fd, view) :]
             self._finish_inode(entry, fd)
@@ -254,20 +258,21 @@ def restore_archive(
     reporter: Reporter,
     *,
     progress: Progress | None = None,
+    tally: Tally | None = None,
 ) -> None:
     """Decrypt SOURCE into DEST.
 
     SOURCE is a tar (or other libarchive-readable archive, ISO 9660 included), '-' for stdin,
     or an already-extracted archive or lower directory. DEST is created when the first entry is
     known to decrypt; it may already exist (entries replace what is in their way, as tar does).
-    `progress` is called with counts of lower bytes consumed.
+    `progress` is called with counts of lower bytes consumed; `tally` counts what was restored.
 
     Raises WrongPassphrase before anything is written, ArchiveUnreadable when SOURCE cannot be
     read, OutputFailed when DEST cannot be written. Damaged entries are `reporter.warn`ed and
     skipped (exit status 1).
     """
     keys = Keys(passphrase)
-    writer = _Writer(dest, reporter)
+    writer = _Writer(dest, reporter, tally or Tally())
     try:
         with open_lower_tree(source, reporter, progress) as lower:
             for entry in Decoder(keys, reporter).entries(lower.entries):

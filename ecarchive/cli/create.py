@@ -46,7 +46,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     out.add_argument(
         "--format",
         choices=[f.value for f in ArchiveFormat],
-        help="archive format (default: from OUT's extension, else tar)",
+        help="archive format (default: from OUT's extension, else iso with --media, else tar)",
     )
     out.add_argument(
         "--volume-label",
@@ -60,6 +60,12 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         help="print the exact ISO image size after the pre-scan and exit",
     )
     out.add_argument(
+        "--unit",
+        choices=["bytes", "sectors"],
+        help="with --print-size: print only the number, in bytes or 2048-byte sectors "
+        "(growisofs tracksize:), one line per volume",
+    )
+    out.add_argument(
         "--media",
         metavar="MEDIA",
         help="split into volumes: cd, dvd, dvd-dl, bd, bd-dl or a size in bytes",
@@ -68,7 +74,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     out.add_argument(
         "--volume-command",
         metavar="CMD",
-        help="pipe each volume into the shell command CMD, waiting for Enter between",
+        help="pipe each volume into the shell command CMD, waiting for Enter between; "
+        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...) and $ECARCHIVE_VOLUMES (the count)",
     )
     add_key_options(c)
     c.add_argument(
@@ -153,8 +160,23 @@ def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
     return excludes
 
 
+def _print_sizes(sizes: list[int], unit: str | None, volume: int | None) -> None:
+    numbered = list(enumerate(sizes, 1))
+    if volume is not None:
+        if not 1 <= volume <= len(sizes):
+            raise UsageError(f"--volume {volume}: the archive has {len(sizes)} volume(s)")
+        numbered = [numbered[volume - 1]]
+    for n, size in numbered:
+        if unit is not None:  # a bare number, for $(...) in a burning command
+            print(size if unit == "bytes" else size // SECTOR_SIZE)
+            continue
+        label = f"volume {n}: " if len(sizes) > 1 else ""
+        print(f"{label}{size} bytes, {size // SECTOR_SIZE} sectors of {SECTOR_SIZE} bytes")
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    fmt = api.format_for(args.output, args.format)
+    api.check_output_name(args.output)  # before the passphrase prompt
+    fmt = api.format_for(args.output, args.format, args.media)
     common: dict[str, Any] = dict(
         key_bytes=args.key_bytes,
         fnek=args.fnek,
@@ -169,11 +191,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.print_size:
         if fmt is not ArchiveFormat.ISO:
             raise UsageError("--print-size is exact for ISO images only", hint="add --format iso")
-        sizes = api.image_sizes(args.source, format=fmt, **common)
-        for n, size in enumerate(sizes, 1):
-            label = f"volume {n}: " if len(sizes) > 1 else ""
-            print(f"{label}{size} bytes, {size // SECTOR_SIZE} sectors of {SECTOR_SIZE} bytes")
+        _print_sizes(api.image_sizes(args.source, format=fmt, **common), args.unit, args.volume)
         return 0
+    if args.unit:
+        raise UsageError("--unit goes with --print-size")
     if not args.media:
         Output(args.output).check_not_terminal()  # before the passphrase prompt
     with interrupted_by_signals():
@@ -190,5 +211,6 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             rotate_keys_on_change=args.rotate_keys_on_change,
             jobs=args.jobs,
             progress=want_progress(args),
+            summary=not args.quiet,
             **common,
         )

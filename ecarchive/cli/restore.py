@@ -31,5 +31,6 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         args.dest,
         passphrase=passphrase(args),
         progress=want_progress(args),
+        summary=not args.quiet,
         reporter=reporter,
     )

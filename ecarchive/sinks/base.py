@@ -21,13 +21,6 @@ class ArchiveFormat(enum.Enum):
     TAR = "tar"
     ISO = "iso"
 
-    @classmethod
-    def of_name(cls, output: str, default: ArchiveFormat | None = None) -> ArchiveFormat:
-        """The format an output name implies (".iso" → ISO), else `default`, else tar."""
-        if output.lower().endswith(".iso"):
-            return cls.ISO
-        return default or cls.TAR
-
 
 class Sink(abc.ABC):
     """Writes one volume. `entries` are in plan order, the manifest last."""
@@ -53,5 +46,6 @@ class Sink(abc.ABC):
         """Bytes `write` produces: exact, or an upper bound where the library decides (tar)."""
 
     @abc.abstractmethod
-    def write(self, open_data: Opener, fd: int) -> None:
-        """Stream the volume to `fd`; raises OutputFailed when the output fails."""
+    def write(self, open_data: Opener, fd: int) -> int:
+        """Stream the volume to `fd`; returns the bytes written. Raises OutputFailed when the
+        output fails."""

@@ -84,7 +84,7 @@ class IsoSink(Sink):
     def size(self) -> int:
         return image_size(self.entries, volume_label=self.volume_label)
 
-    def write(self, open_data: Opener, fd: int) -> None:
+    def write(self, open_data: Opener, fd: int) -> int:
         try:
             with (
                 io.FileIO(fd, "wb", closefd=False) as raw,
@@ -93,6 +93,7 @@ class IsoSink(Sink):
                 write_iso(self.layout, body_from_opener(open_data), out)
         except OSError as e:
             raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
+        return self.layout.size
 
 
 __all__ = [

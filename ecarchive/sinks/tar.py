@@ -98,9 +98,11 @@ class TarWriter:
             raise AssertionError(f"{entry.path!r}: wrote {written} of {entry.size} bytes")
         return written
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Finish the archive; returns the bytes written in all (headers and padding too)."""
         try:
             ffi.write_close(self._a)
+            return int(ffi.filter_bytes(self._a, -1))
         except ArchiveError as e:
             raise OutputFailed(f"writing the archive failed: {_describe(e)}") from e
         finally:
@@ -116,9 +118,9 @@ def write_tar(
     open_data: Opener,
     fd: int,
     on_skip: Callable[[Entry], None] | None = None,
-) -> None:
-    """Stream `entries` as a pax tar to `fd`. A FILE whose data cannot be opened is skipped,
-    and so are its hard links (the opener has warned)."""
+) -> int:
+    """Stream `entries` as a pax tar to `fd`; returns the bytes written. A FILE whose data
+    cannot be opened is skipped, and so are its hard links (the opener has warned)."""
     writer = TarWriter(fd)
     skipped: set[bytes] = set()
     try:
@@ -137,7 +139,7 @@ def write_tar(
     except BaseException:
         writer.abort()
         raise
-    writer.close()
+    return writer.close()
 
 
 class TarSink(Sink):
@@ -146,5 +148,5 @@ class TarSink(Sink):
     def size(self) -> int:
         return tar_size_bound(self.entries)
 
-    def write(self, open_data: Opener, fd: int) -> None:
-        write_tar(self.entries, open_data, fd)
+    def write(self, open_data: Opener, fd: int) -> int:
+        return write_tar(self.entries, open_data, fd)

@@ -17,6 +17,7 @@ from ecarchive.fsio import open_root
 from ecarchive.keysource import FreshKeys
 from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.progress import Progress
 from ecarchive.reader import EncryptingReader
 from ecarchive.restore import restore_archive
 from ecarchive.sinks.base import ArchiveFormat
@@ -60,15 +61,13 @@ def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
         FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter, root_fd=root_fd
     )
     out = tmp_path / f"a.{fmt_name}"
-    from tqdm import tqdm
-
     with open(out, "wb") as f:
         write_volume(
             entries,
             fmt,
             reader,
             f.fileno(),
-            tqdm(disable=True),
+            Progress(None, enabled=False),
             reporter,
             ManifestBuilder(entries, facts, KEYS.file_key),
         )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import xattr
-from tqdm import tqdm
 
 from ecarchive.create import Format
 from ecarchive.create import write_volume as _write_volume
@@ -27,6 +26,7 @@ from ecarchive.keysource import FreshKeys, KeySource
 from ecarchive.keystore import XATTR_NAME, StableKeys
 from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.progress import Progress
 from ecarchive.reader import EncryptingReader
 from ecarchive.restore import restore_archive
 from ecarchive.sinks.base import ArchiveFormat
@@ -83,7 +83,7 @@ def archive_after(
                     Format(fmt, "TEST", 0),
                     reader,
                     f.fileno(),
-                    tqdm(disable=True),
+                    Progress(None, enabled=False),
                     reporter,
                     ManifestBuilder(entries, facts, KEYS.file_key),
                 )

@@ -11,22 +11,25 @@ while read). Warnings go to `reporter` (stderr by default).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
-from .create import Destinations, Format, progress_bar, split, write_volumes
+from .create import Destinations, Format, output_identities, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
+from .fsio import open_root
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
-from .model import Entry
+from .model import Entry, Kind
 from .plan import PlanOptions, build_plan
+from .progress import Progress, Tally
 from .read.listing import Style
 from .read.listing import list_archive as _list_archive
 from .read.restore import Existing, restore_archive
@@ -34,6 +37,7 @@ from .read.select import Selection
 from .read.verify import verify_archive
 from .reader import EncryptingReader
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
+from .sinks.base import ArchiveFormat
 from .sinks.iso import volume_identifier
 from .volumes import parse_media
 
@@ -47,6 +51,7 @@ _SIZES_ONLY_PASSPHRASE = b"sizes only"
 __all__ = [
     "DEFAULT_LABEL",
     "DEFAULT_LOWER_NAME",
+    "check_output_name",
     "create",
     "format_for",
     "image_sizes",
@@ -57,11 +62,38 @@ __all__ = [
 ]
 
 
-def format_for(output: str, format: FormatName | None) -> FormatName:
-    """The explicit format, else ISO for an output ending in .iso, else tar."""
+def format_for(
+    output: str, format: FormatName | ArchiveFormat | None, media: str | int | None = None
+) -> ArchiveFormat:
+    """The explicit format, else the output's extension (.iso, .tar), else ISO when splitting
+    for discs (`media`: what growisofs burns is an image, not a tar), else tar."""
     if format is not None:
-        return format
-    return "iso" if output.lower().endswith(".iso") else "tar"
+        return ArchiveFormat(format)
+    name = output.lower()
+    if name.endswith(".iso"):
+        return ArchiveFormat.ISO
+    if name.endswith(".tar") or media is None:
+        return ArchiveFormat.TAR
+    return ArchiveFormat.ISO
+
+
+# GNU tar's --auto-compress suffixes, and lz4: names that promise a compressed archive
+_COMPRESSED_SUFFIXES = (
+    ".gz", ".tgz", ".taz", ".z", ".bz2", ".tbz", ".tbz2", ".tz2", ".tb2", ".xz", ".txz",
+    ".lz", ".lzma", ".tlz", ".lzo", ".lz4", ".zst", ".tzst",
+)  # fmt: skip
+
+
+def check_output_name(output: str) -> None:
+    """Refuse an output named like a compressed archive: ciphertext does not compress, and an
+    uncompressed tar under that name would fool every tool that trusts the name."""
+    suffix = next((s for s in _COMPRESSED_SUFFIXES if output.lower().endswith(s)), None)
+    if suffix is not None:
+        raise UsageError(
+            f"-o {output}: eCryptfs data is encrypted and does not compress, "
+            f"so ecarchive writes no {suffix} archive",
+            hint="name it .tar or .iso; a compressor in a pipe would only spend time",
+        )
 
 
 def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
@@ -80,6 +112,21 @@ def _key_store_excludes(source: str, key_store: str | None) -> tuple[str, ...]:
     return (pattern, pattern + "-journal")
 
 
+@contextlib.contextmanager
+def _source(source: str) -> Iterator[int | None]:
+    """SOURCE opened once: the plan walks it and the reader reads through this descriptor, so
+    SOURCE replaced in between (or a symlink in its path changed) cannot redirect the read."""
+    try:
+        fd = open_root(os.fsencode(source))
+    except OSError:
+        yield None  # the plan reports why
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 class _Job:
     """A planned create: the plan split into volumes, each with its manifest appended."""
 
@@ -88,7 +135,7 @@ class _Job:
         source: str,
         keys: KeySet,
         *,
-        fmt: FormatName,
+        fmt: ArchiveFormat,
         key_bytes: int,
         cipher: str,
         lower_name: str,
@@ -99,12 +146,14 @@ class _Job:
         volume_label: str,
         media: str | int | None,
         reporter: Reporter,
+        root_fd: int | None,
+        outputs: frozenset[tuple[int, int]] = frozenset(),
     ) -> None:
         lower = lower_name.encode()
         if not lower or b"/" in lower or lower in (b".", b"..", RESTORE_NAME, MANIFEST_NAME):
             raise UsageError(f"lower name {lower_name!r} is not a usable directory name")
         self.capacity = parse_media(str(media)) if media is not None else None
-        if fmt == "iso":
+        if fmt is ArchiveFormat.ISO:
             volume_identifier(volume_label)  # a bad label fails before anything else
         self.keys = keys
         fnek = keys.fnek
@@ -112,7 +161,8 @@ class _Job:
         def encrypt(name: bytes) -> bytes:
             return name if fnek is None else encrypt_name(name, fnek, key_bytes)
 
-        text = restore_text(MountSpec(keys=keys, key_bytes=key_bytes), lower_name, iso=fmt == "iso")
+        spec = MountSpec(keys=keys, key_bytes=key_bytes)
+        text = restore_text(spec, lower_name, iso=fmt is ArchiveFormat.ISO)
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -123,6 +173,8 @@ class _Job:
                 one_file_system=one_file_system,
                 skip_long_names=skip_long_names,
                 top_files=((RESTORE_NAME, text),),
+                root_fd=root_fd,
+                outputs=outputs,
             ),
             reporter,
         )
@@ -143,8 +195,20 @@ class _Job:
         # The manifest's size goes into the split, so every volume is measured with its own.
         volumes = split(append_manifest(plan.entries, self.facts), self.fmt, self.capacity)
         if len(volumes) > 1:
+            count = len(volumes)
+
+            def numbered(entries: tuple[Entry, ...], n: int) -> tuple[Entry, ...]:
+                """RESTORE.txt says which volume it is on (same length: the split holds)."""
+                text = restore_text(
+                    spec, lower_name, iso=fmt is ArchiveFormat.ISO, volume=n, volumes=count
+                )
+                return tuple(
+                    replace(e, data=text) if e.path == RESTORE_NAME and e.source is None else e
+                    for e in entries
+                )
+
             volumes = [
-                append_manifest(v, replace(self.facts, volume=n, volumes=len(volumes)))
+                append_manifest(numbered(v, n), replace(self.facts, volume=n, volumes=count))
                 for n, v in enumerate(volumes, 1)
             ]
         self.volumes = volumes
@@ -157,7 +221,7 @@ class _Job:
 def image_sizes(
     source: str,
     *,
-    format: FormatName = "iso",
+    format: FormatName | ArchiveFormat = "iso",
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     lower_name: str = DEFAULT_LOWER_NAME,
@@ -170,21 +234,23 @@ def image_sizes(
 ) -> list[int]:
     """The size in bytes of each volume `create` would write (exact for ISO, an upper bound for
     tar), from the pre-scan alone: nothing is read, no passphrase is needed."""
-    job = _Job(
-        source,
-        keyset(_SIZES_ONLY_PASSPHRASE, fnek),
-        fmt=format,
-        key_bytes=key_bytes,
-        cipher="aes",
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=None,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter or Reporter(),
-    )
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keyset(_SIZES_ONLY_PASSPHRASE, fnek),
+            fmt=format_for("", format),
+            key_bytes=key_bytes,
+            cipher="aes",
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=None,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter or Reporter(),
+            root_fd=root_fd,
+        )
     return [job.fmt.size(entries) for entries in job.volumes]
 
 
@@ -193,7 +259,7 @@ def create(
     output: str = "-",
     *,
     passphrase: bytes,
-    format: FormatName | None = None,
+    format: FormatName | ArchiveFormat | None = None,
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     cipher: str = "aes",
@@ -208,60 +274,91 @@ def create(
     stable_keys: bool = False,
     key_store: str | None = None,
     rotate_keys_on_change: bool = False,
+    jobs: int | None = None,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+    `jobs` threads read and encrypt (default: one per CPU).
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`.
 
     Returns 0, or 1 when files changed, vanished or were skipped while read."""
+    tally = Tally()
     reporter = reporter or Reporter()
-    fmt = format_for(output, format)
+    check_output_name(output)
+    fmt = format_for(output, format, media)
     if (volume is not None or volume_command) and media is None:
         raise UsageError("--volume and --volume-command need --media")
     if volume_command and volume is not None:
         raise UsageError("--volume-command writes every volume; drop --volume")
     if (key_store or rotate_keys_on_change) and not stable_keys:
         raise UsageError("--key-store and --rotate-keys-on-change need --stable-keys")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: at least one worker is needed")
     keys = keyset(passphrase, fnek)
-    job = _Job(
-        source,
-        keys,
-        fmt=fmt,
-        key_bytes=key_bytes,
-        cipher=cipher,
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=key_store,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter,
-    )
-    dest = Destinations(output, volume_count=len(job.volumes), command=volume_command, only=volume)
-    dest.check()
-    keysource: KeySource
-    if stable_keys:
-        keysource = StableKeys(
-            keys.file_key,
-            key_bytes,
-            reporter,
-            store_path=key_store,
-            rotate_on_change=rotate_keys_on_change,
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keys,
+            fmt=fmt,
+            key_bytes=key_bytes,
+            cipher=cipher,
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=key_store,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter,
+            root_fd=root_fd,
+            outputs=output_identities(output, volume_command),
         )
-    else:
-        keysource = FreshKeys(keys.file_key, key_bytes)
-    reader = EncryptingReader(
-        keysource, filenames_encrypted=keys.fnek is not None, reporter=reporter
-    )
-    if len(job.volumes) > 1:
-        reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
-    try:
-        write_volumes(job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest)
-    finally:
-        if isinstance(keysource, StableKeys):
-            keysource.close()
+        assert root_fd is not None  # else the plan was rejected
+        iso = fmt is ArchiveFormat.ISO
+        sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and iso else None
+        dest = Destinations(
+            output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
+        )
+        dest.check()
+        keysource: KeySource
+        if stable_keys:
+            keysource = StableKeys(
+                keys.file_key,
+                key_bytes,
+                reporter,
+                store_path=key_store,
+                rotate_on_change=rotate_keys_on_change,
+                root_fd=root_fd,
+            )
+        else:
+            keysource = FreshKeys(keys.file_key, key_bytes)
+        reader = EncryptingReader(
+            keysource,
+            filenames_encrypted=keys.fnek is not None,
+            reporter=reporter,
+            root_fd=root_fd,
+            jobs=jobs,
+        )
+        if len(job.volumes) > 1:
+            reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
+        try:
+            tally.bytes_out = write_volumes(
+                job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+            )
+        finally:
+            reader.close()
+            if isinstance(keysource, StableKeys):
+                keysource.close()
+    if summary:
+        for number in dest.selected(volume):
+            for entry in job.volumes[number - 1]:
+                if entry.source is not None or entry.kind is not Kind.FILE:  # not RESTORE.txt
+                    tally.count(entry.kind)
+                    tally.bytes_in += entry.plain_size
+        reporter.note(tally.summary("created", len(reporter.warnings)))
     return reporter.exit_code
 
 
@@ -271,6 +368,7 @@ def restore(
     *,
     passphrase: bytes,
     progress: bool = False,
+    summary: bool = False,
     reporter: Reporter | None = None,
     existing: Existing = Existing.REPLACE,
     paths: Sequence[bytes] = (),
@@ -281,15 +379,20 @@ def restore(
     as the volumes of a set) into DEST.
 
     `existing`: what happens to a file already in DEST (GNU tar's default, --keep-old-files,
-    --skip-old-files). `paths`, `include`, `exclude`: restore only those plaintext paths."""
+    --skip-old-files). `paths`, `include`, `exclude`: restore only those plaintext paths.
+    `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
+    tally = Tally()
     reporter = reporter or Reporter()
     archives = [archive] if isinstance(archive, str) else list(archive)
     sizes = [os.path.getsize(a) if os.path.isfile(a) else None for a in archives]
     total = None if None in sizes else sum(s or 0 for s in sizes)
-    bar = progress_bar(total, progress)
+    bar = Progress(total, progress)
 
     def advance(n: int) -> None:
+        tally.bytes_in += n
         bar.update(n)
+        if tally.files > bar.files:
+            bar.file_done(tally.files - bar.files)
 
     try:
         restore_archive(
@@ -298,11 +401,16 @@ def restore(
             passphrase,
             reporter,
             progress=advance,
+            tally=tally,
             existing=existing,
             selection=Selection(paths, include, exclude),
         )
     finally:
         bar.close()
+    if summary:
+        if total is not None:  # an archive file: headers and padding are read too
+            tally.bytes_in = total
+        reporter.note(tally.summary("restored", len(reporter.warnings)))
     return reporter.exit_code
 
 

@@ -7,42 +7,47 @@ and nothing about argument syntax or the eCryptfs format.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from tqdm import tqdm
 
 from .errors import OutputFailed, Reporter, UsageError
-from .manifest import ManifestBuilder
+from .iso import SECTOR_SIZE
+from .manifest import MAX_VOLUMES, ManifestBuilder
 from .model import Entry
 from .output import Output
+from .passphrase import ENV_VAR
+from .progress import Progress
 from .reader import EncryptingReader
-from .sinks.iso import body_from_opener, image_size, plan_iso, write_iso
-from .sinks.tar import write_tar
-from .sinks.tarsize import tar_size_bound
+from .sinks.base import ArchiveFormat, Chunk, Sink
+from .sinks.iso import IsoSink
+from .sinks.tar import TarSink
 from .volumes import split_volumes
 
-Chunk = bytes | bytearray | memoryview
-ISO_WRITE_BUFFER = 1 << 20
 TTY = "/dev/tty"
+# Never handed to a --volume-command: the burner has no business with the passphrase.
+PRIVATE_ENV = (ENV_VAR,)
 
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    name: str  # "tar" or "iso"
+    """The archive format with what its sink needs besides the entries."""
+
+    kind: ArchiveFormat
     volume_label: str
     volume_time_ns: int
 
+    def sink(self, entries: Sequence[Entry]) -> Sink:
+        if self.kind is ArchiveFormat.ISO:
+            return IsoSink(
+                entries, volume_label=self.volume_label, volume_time_ns=self.volume_time_ns
+            )
+        return TarSink(entries)
+
     def size(self, entries: Sequence[Entry]) -> int:
         """Exact for ISO, an upper bound for tar (libarchive picks its pax records)."""
-        if self.name == "iso":
-            return image_size(entries, volume_label=self.volume_label)
-        return tar_size_bound(entries)
+        return self.sink(entries).size()
 
 
 def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[tuple[Entry, ...]]:
@@ -51,20 +56,7 @@ def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[t
     return split_volumes(entries, capacity, lambda es: fmt.size(es))
 
 
-def progress_bar(total: int | None, enabled: bool) -> tqdm[Any]:
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        file=sys.stderr,
-        disable=not enabled,
-        dynamic_ncols=True,
-        leave=False,
-    )
-
-
-def _counted(chunks: Iterator[Chunk], bar: tqdm[Any]) -> Iterator[Chunk]:
+def _counted(chunks: Iterator[Chunk], bar: Progress) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
         bar.update(len(chunk))
@@ -75,51 +67,64 @@ def write_volume(
     fmt: Format,
     reader: EncryptingReader,
     fd: int,
-    bar: tqdm[Any],
+    bar: Progress,
     reporter: Reporter,
     manifest: ManifestBuilder,
-) -> None:
-    """Stream one volume to `fd` with the format's sink; its manifest is the last member."""
+) -> int:
+    """Stream one volume to `fd` with the format's sink; its manifest is the last member.
+    Returns the bytes written."""
+    sink = fmt.sink(entries)
 
     hashed = manifest.opener(reader.open)  # a file that vanished is ABSENT in the manifest
 
     def open_data(entry: Entry) -> Iterator[Chunk] | None:
+        if entry.source is not None:
+            bar.file_done()
         chunks = hashed(entry)
-        if chunks is None and fmt.name == "iso":
+        if chunks is None and sink.fixed_layout:
             chunks = reader.zero_filled(entry)  # the image's layout already holds its extent
         if chunks is None:
             bar.update(entry.size)
             return None
         return _counted(chunks, bar)
 
-    reader.expect(entries)  # small files are read and encrypted ahead in the helper
-    if fmt.name == "tar":
-        write_tar(tuple(entries), open_data, fd)
-        return
-    layout = plan_iso(
-        list(entries), volume_label=fmt.volume_label, volume_time_ns=fmt.volume_time_ns
-    )
-    for warning in layout.warnings:
+    for warning in sink.warnings:
         reporter.warn(warning, affects_exit=False)
-    try:
-        with (
-            io.FileIO(fd, "wb", closefd=False) as raw,
-            io.BufferedWriter(raw, ISO_WRITE_BUFFER) as out,
-        ):
-            write_iso(layout, body_from_opener(open_data), out)
-    except OSError as e:
-        raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
+    reader.expect(sink.read_order())  # the workers read and encrypt ahead in this order
+    return sink.write(open_data, fd)
+
+
+def output_identities(output: str, command: str | None) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of every existing file the output names, for the plan to leave out."""
+    if command:
+        return frozenset()
+    names = [output]
+    if "%" in output:
+        try:
+            names = [output % n for n in range(1, MAX_VOLUMES + 1)]
+        except (TypeError, ValueError):
+            return frozenset()  # Destinations says what is wrong with the pattern
+    found = (Output(name).identity() for name in names)
+    return frozenset(i for i in found if i is not None)
 
 
 class Destinations:
     """Where volume n (1-based) goes: one output, a numbered file pattern, or a command."""
 
     def __init__(
-        self, output: str, *, volume_count: int, command: str | None, only: int | None
+        self,
+        output: str,
+        *,
+        volume_count: int,
+        command: str | None,
+        only: int | None,
+        sizes: Sequence[int] | None = None,
     ) -> None:
+        """`sizes`: each volume's exact size, given to `command` (ISO images only)."""
         self.output = output
         self.command = command
         self.count = volume_count
+        self.sizes = sizes
         numbered = "%" in output
         if numbered:
             try:
@@ -141,20 +146,38 @@ class Destinations:
         return [only] if only is not None else list(range(1, self.count + 1))
 
     def check(self) -> None:
+        """Fail before volume 1 is written on what would stop the run later."""
         if not self.command and not self.numbered:
             Output(self.output).check_not_terminal()
+        if self.command and len(self.selected(None)) > 1:
+            _check_terminal()
 
     @contextlib.contextmanager
     def open(self, number: int, first: bool) -> Iterator[int]:
         if self.command:
             if not first:
                 _wait_for_disc(number, self.count)
-            with _command(self.command, number, self.count) as fd:
+            size = self.sizes[number - 1] if self.sizes is not None else None
+            with _command(self.command, number, self.count, size) as fd:
                 yield fd
             return
         name = self.output % number if self.numbered else self.output
         with Output(name).open() as fd:
             yield fd
+
+
+def _no_terminal() -> UsageError:
+    return UsageError(
+        "--volume-command waits for Enter on the terminal between volumes, and there is none",
+        hint="run it from a terminal, or write the volumes to files with -o NAME-%02d.iso",
+    )
+
+
+def _check_terminal() -> None:
+    try:
+        os.close(os.open(TTY, os.O_RDWR | os.O_NOCTTY))
+    except OSError as e:
+        raise _no_terminal() from e
 
 
 def _wait_for_disc(number: int, count: int) -> None:
@@ -165,14 +188,17 @@ def _wait_for_disc(number: int, count: int) -> None:
             )
             tty.readline()
     except OSError as e:
-        raise UsageError(
-            "--volume-command waits for Enter on the terminal, and there is none"
-        ) from e
+        raise _no_terminal() from e
 
 
 @contextlib.contextmanager
-def _command(command: str, number: int, count: int) -> Iterator[int]:
-    env = dict(os.environ, ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+def _command(command: str, number: int, count: int, size: int | None) -> Iterator[int]:
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env.update(ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+    if size is not None:  # what growisofs tracksize: and cdrecord tsize= need up front
+        env.update(
+            ECARCHIVE_VOLUME_BYTES=str(size), ECARCHIVE_VOLUME_SECTORS=str(size // SECTOR_SIZE)
+        )
     proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=env)
     assert proc.stdin is not None
     try:
@@ -193,15 +219,20 @@ def write_volumes(
     progress: bool,
     reporter: Reporter,
     manifest: Callable[[int, tuple[Entry, ...]], ManifestBuilder],
-) -> None:
-    """Write the selected volumes in turn, each with the manifest builder made for it."""
+) -> int:
+    """Write the selected volumes in turn, each with the manifest builder made for it.
+    Returns the bytes written."""
     numbers = dest.selected(only)
     total = sum(e.size for n in numbers for e in volumes[n - 1])
-    bar = progress_bar(total, progress)
+    files = sum(e.source is not None for n in numbers for e in volumes[n - 1])
+    bar = Progress(total, progress, files=files)
+    written = 0
     try:
         for i, number in enumerate(numbers):
             entries = volumes[number - 1]
             with dest.open(number, first=i == 0) as fd:
-                write_volume(entries, fmt, reader, fd, bar, reporter, manifest(number, entries))
+                man = manifest(number, entries)
+                written += write_volume(entries, fmt, reader, fd, bar, reporter, man)
     finally:
         bar.close()
+    return written

@@ -14,6 +14,7 @@ from .errors import PassphraseUnavailable
 
 ENV_VAR = "ECARCHIVE_PASSPHRASE"
 TTY = "/dev/tty"
+TRIES = 3
 _MAX_LINE = 4096  # a passphrase line is at most 64 bytes; refuse to read a huge file whole
 
 
@@ -60,6 +61,8 @@ def _from_fd(fd: int) -> bytes:
 
 
 def _prompt(label: str, confirm: bool) -> bytes:
+    """Ask on the terminal; a mismatch or an unusable passphrase asks again, TRIES times in all
+    (as gpg and ecryptfs-add-passphrase do), since a typo is the likely cause."""
     try:
         tty = os.open(TTY, os.O_RDWR | os.O_NOCTTY)
     except OSError as e:
@@ -67,26 +70,42 @@ def _prompt(label: str, confirm: bool) -> bytes:
             "no passphrase given and no terminal to ask on",
             hint=f"use --passphrase-file FILE, --passphrase-fd N or set {ENV_VAR}",
         ) from e
-    import termios
-
     try:
-        old = termios.tcgetattr(tty)
-        new = old[:]
-        new[3] &= ~termios.ECHO
-        try:
-            termios.tcsetattr(tty, termios.TCSAFLUSH, new)
-            answers = []
-            for text in [label] + ([f"Repeat {label.lower()}"] if confirm else []):
-                os.write(tty, f"{text}: ".encode())
-                answers.append(_first_line(_read_limited(tty)))
-                os.write(tty, b"\n")
-        finally:
-            termios.tcsetattr(tty, termios.TCSAFLUSH, old)
+        problem = ""
+        for attempt in range(1, TRIES + 1):
+            answers = [_ask(tty, label)]
+            if confirm:
+                answers.append(_ask(tty, f"Repeat {label.lower()}"))
+            try:
+                check_passphrase(answers[0])
+            except PassphraseError as e:
+                problem = str(e)
+            else:
+                if answers[0] == answers[-1]:
+                    return answers[0]
+                problem = "the two passphrases differ"
+            if attempt < TRIES:
+                os.write(tty, f"{problem}; try again.\n".encode())
     finally:
         os.close(tty)
-    if confirm and answers[0] != answers[1]:
-        raise PassphraseUnavailable("the two passphrases differ")
-    return answers[0]
+    raise PassphraseUnavailable(f"{problem} ({TRIES} tries)")
+
+
+def _ask(tty: int, text: str) -> bytes:
+    """One line from the terminal with echo off."""
+    import termios
+
+    old = termios.tcgetattr(tty)
+    new = old[:]
+    new[3] &= ~termios.ECHO
+    try:
+        termios.tcsetattr(tty, termios.TCSAFLUSH, new)
+        os.write(tty, f"{text}: ".encode())
+        answer = _first_line(_read_limited(tty))
+        os.write(tty, b"\n")
+    finally:
+        termios.tcsetattr(tty, termios.TCSAFLUSH, old)
+    return answer
 
 
 def _direct(src: PassphraseSources, label: str, confirm: bool) -> bytes:

@@ -8,6 +8,11 @@ from . import __version__
 from .ecryptfs.keys import FnekMode, KeySet
 
 RESTORE_NAME = b"RESTORE.txt"
+PACKAGE = "ecarchive"
+HOME_PAGE = "https://pypi.org/project/ecarchive/"
+# Every volume's text has the same length, so the split measured with volume 1's text holds
+# for all: the volume line is padded to the width of the longest one.
+_MAX_VOLUMES = 99_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,19 @@ class MountSpec:
         }[self.keys.mode]
 
 
-def restore_text(spec: MountSpec, lower_name: str, *, iso: bool = False) -> bytes:
+def _volume_line(volume: int, volumes: int) -> str:
+    def line(n: int, m: int) -> str:
+        return f"This is volume {n} of {m}; each volume restores on its own, all into one place."
+
+    if not 1 <= volume <= volumes <= _MAX_VOLUMES:
+        raise ValueError(f"volume {volume} of {volumes}")
+    return line(volume, volumes).ljust(len(line(_MAX_VOLUMES, _MAX_VOLUMES)))
+
+
+def restore_text(
+    spec: MountSpec, lower_name: str, *, iso: bool = False, volume: int = 1, volumes: int = 1
+) -> bytes:
+    """The text for volume `volume` of `volumes`; its length does not depend on the two."""
     fnek_sig = spec.keys.fnek.sig_hex if spec.keys.fnek else "(none)"
     if iso:
         fetch = (
@@ -64,6 +81,7 @@ def restore_text(spec: MountSpec, lower_name: str, *, iso: bool = False) -> byte
         mount = spec.mount_command(lower, '"$PWD/plain"')
     text = f"""\
 This archive was written by ecarchive {__version__}.
+{_volume_line(volume, volumes)}
 
 {lower_name}/ is an eCryptfs lower directory: every file in it is an eCryptfs-encrypted file
 and every name is encrypted. It opens with the Linux kernel's eCryptfs and the passphrase, or in
@@ -83,8 +101,21 @@ Restore with the Linux kernel (as root; ecryptfs-utils and keyutils installed):
   {mount}
   cp -a plain/. /where/you/want/it/ && umount plain
 
+A wrong passphrase is not refused: the mount succeeds and shows an empty tree (names that do
+not decrypt are hidden) or, with names in clear, files that fail with "Input/output error".
+Check the key: ecryptfs-add-passphrase prints the signature it added, and `keyctl show @u`
+lists the keys in your keyring; the signature{"s" if spec.keys.fnek else ""} above must be among them, else the
+passphrase was typed wrong (umount plain; keyctl clear @u; add it again).
+
 Restore without the kernel:
 
   ecarchive restore {"IMAGE.iso" if iso else "ARCHIVE.tar"} /where/you/want/it
+
+ecarchive is free software (GPL-2.0-or-later), the Python package "{PACKAGE}":
+
+  pip install '{PACKAGE}=={__version__}'   # or later; the package index: {HOME_PAGE}
+
+Nothing above needs ecarchive itself: the format is plain eCryptfs, which the Linux kernel has
+read since 2.6.29 (encrypted names), with ecryptfs-utils and keyutils from any distribution.
 """
     return text.encode()

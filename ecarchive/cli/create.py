@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from .. import api
-from ..errors import Reporter, UsageError
+from ..errors import Interrupted, Reporter, UsageError
 from ..iso import SECTOR_SIZE
 from ..keystore import XATTR_NAME
 from ..output import Output
 from ..plan import read_exclude_file
+from ..sinks.base import ArchiveFormat
 from ._options import (
     EXAMPLES,
     Subparsers,
@@ -41,8 +45,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--format",
-        choices=["tar", "iso"],
-        help="archive format (default: from OUT's extension, else tar)",
+        choices=[f.value for f in ArchiveFormat],
+        help="archive format (default: from OUT's extension, else iso with --media, else tar)",
     )
     out.add_argument(
         "--volume-label",
@@ -56,6 +60,12 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         help="print the exact ISO image size after the pre-scan and exit",
     )
     out.add_argument(
+        "--unit",
+        choices=["bytes", "sectors"],
+        help="with --print-size: print only the number, in bytes or 2048-byte sectors "
+        "(growisofs tracksize:), one line per volume",
+    )
+    out.add_argument(
         "--media",
         metavar="MEDIA",
         help="split into volumes: cd, dvd, dvd-dl, bd, bd-dl or a size in bytes",
@@ -64,7 +74,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     out.add_argument(
         "--volume-command",
         metavar="CMD",
-        help="pipe each volume into the shell command CMD, waiting for Enter between",
+        help="pipe each volume into the shell command CMD, waiting for Enter between; "
+        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...) and $ECARCHIVE_VOLUMES (the count)",
     )
     add_key_options(c)
     c.add_argument(
@@ -110,10 +121,33 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="new key for a file whose size or mtime changed",
     )
+    c.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=int,
+        help="threads reading and encrypting (default: one per CPU)",
+    )
     add_progress_options(c)
     add_passphrase_options(c)
     c.set_defaults(run=run)
     return c
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: the output is cleaned up and the run
+    ends with a message, instead of the process dying with a truncated archive."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -126,8 +160,23 @@ def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
     return excludes
 
 
+def _print_sizes(sizes: list[int], unit: str | None, volume: int | None) -> None:
+    numbered = list(enumerate(sizes, 1))
+    if volume is not None:
+        if not 1 <= volume <= len(sizes):
+            raise UsageError(f"--volume {volume}: the archive has {len(sizes)} volume(s)")
+        numbered = [numbered[volume - 1]]
+    for n, size in numbered:
+        if unit is not None:  # a bare number, for $(...) in a burning command
+            print(size if unit == "bytes" else size // SECTOR_SIZE)
+            continue
+        label = f"volume {n}: " if len(sizes) > 1 else ""
+        print(f"{label}{size} bytes, {size // SECTOR_SIZE} sectors of {SECTOR_SIZE} bytes")
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    fmt = api.format_for(args.output, args.format)
+    api.check_output_name(args.output)  # before the passphrase prompt
+    fmt = api.format_for(args.output, args.format, args.media)
     common: dict[str, Any] = dict(
         key_bytes=args.key_bytes,
         fnek=args.fnek,
@@ -140,26 +189,28 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter=reporter,
     )
     if args.print_size:
-        if fmt != "iso":
+        if fmt is not ArchiveFormat.ISO:
             raise UsageError("--print-size is exact for ISO images only", hint="add --format iso")
-        sizes = api.image_sizes(args.source, format=fmt, **common)
-        for n, size in enumerate(sizes, 1):
-            label = f"volume {n}: " if len(sizes) > 1 else ""
-            print(f"{label}{size} bytes, {size // SECTOR_SIZE} sectors of {SECTOR_SIZE} bytes")
+        _print_sizes(api.image_sizes(args.source, format=fmt, **common), args.unit, args.volume)
         return 0
+    if args.unit:
+        raise UsageError("--unit goes with --print-size")
     if not args.media:
         Output(args.output).check_not_terminal()  # before the passphrase prompt
-    return api.create(
-        args.source,
-        args.output,
-        passphrase=passphrase(args, confirm=True),
-        format=fmt,
-        cipher=args.cipher,
-        volume=args.volume,
-        volume_command=args.volume_command,
-        stable_keys=args.stable_keys,
-        key_store=args.key_store,
-        rotate_keys_on_change=args.rotate_keys_on_change,
-        progress=want_progress(args),
-        **common,
-    )
+    with interrupted_by_signals():
+        return api.create(
+            args.source,
+            args.output,
+            passphrase=passphrase(args, confirm=True),
+            format=fmt,
+            cipher=args.cipher,
+            volume=args.volume,
+            volume_command=args.volume_command,
+            stable_keys=args.stable_keys,
+            key_store=args.key_store,
+            rotate_keys_on_change=args.rotate_keys_on_change,
+            jobs=args.jobs,
+            progress=want_progress(args),
+            summary=not args.quiet,
+            **common,
+        )

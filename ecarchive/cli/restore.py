@@ -90,6 +90,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         dest,
         passphrase=passphrase(args),
         progress=want_progress(args),
+        summary=not args.quiet,
         reporter=reporter,
         existing=args.existing,
         paths=[os.fsencode(p) for p in paths],

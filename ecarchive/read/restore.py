@@ -26,6 +26,7 @@ from ..ecryptfs.constants import EXTENT_SIZE
 from ..errors import OutputFailed, Reporter
 from ..manifest import MANIFEST_NAME, Facts, ManifestError, mac_ok, parse
 from ..model import Kind
+from ..progress import Tally
 from .decode import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
 from .dest import DestTree, Parts, lstat_at, make_room, open_dir_at
 from .listing import list_archive
@@ -125,10 +126,15 @@ class _Writer:
     DEST is ever created, written or changed, whatever symlinks the archive or DEST holds."""
 
     def __init__(
-        self, dest: str, reporter: Reporter, existing: Existing = Existing.REPLACE
+        self,
+        dest: str,
+        reporter: Reporter,
+        existing: Existing = Existing.REPLACE,
+        tally: Tally | None = None,
     ) -> None:
         self.root = os.fsencode(dest)
         self.reporter = reporter
+        self.tally = tally or Tally()
         self.existing = existing
         self.tree: DestTree | None = None
         self.as_root = os.geteuid() == 0
@@ -191,6 +197,7 @@ class _Writer:
         self.start()
         try:
             self._add(entry)
+            self.tally.count(entry.kind)
         except _Kept:
             pass
         except DamagedEntry as e:
@@ -259,6 +266,7 @@ class _Writer:
         fd = os.open(name, _NEW_FILE_FLAGS, _NEW_FILE_MODE, dir_fd=parent)
         try:
             for chunk in entry.content.chunks():
+                self.tally.bytes_out += len(chunk)
                 _write_sparse(fd, chunk)
             os.ftruncate(fd, entry.content.plain_size)  # the file may end in a hole
             self._finish_fd(entry, fd)
@@ -448,6 +456,7 @@ def restore_archive(
     reporter: Reporter,
     *,
     progress: Progress | None = None,
+    tally: Tally | None = None,
     existing: Existing = Existing.REPLACE,
     selection: Selection | None = None,
 ) -> None:
@@ -458,7 +467,7 @@ def restore_archive(
     are restored into DEST in one run. DEST is created when the input is known to be an
     archive; it may already exist (entries replace what is in their way, as tar does, or as
     `existing` says). `selection` restores only some plaintext paths. `progress` is called
-    with counts of lower bytes consumed.
+    with counts of lower bytes consumed; `tally` counts what was restored.
 
     Every lower file read is hashed and compared at the end with the archive's manifest (and
     the manifest's HMAC checked): a file whose bytes differ is named (exit status 1), a file
@@ -471,7 +480,7 @@ def restore_archive(
     """
     sources = [source] if isinstance(source, str) else list(source)
     keys = Keys(passphrase)
-    writer = _Writer(dest, reporter, existing)
+    writer = _Writer(dest, reporter, existing, tally)
     chosen = selection or Selection()
     volumes: list[Facts] = []
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecarchive-sha256")

@@ -17,6 +17,8 @@ from libarchive.exception import ArchiveError
 
 from ..errors import OutputFailed
 from ..model import FILE_TYPE, Entry, Kind
+from .base import Opener, Sink
+from .tarsize import tar_size_bound
 
 # libarchive-c's copy_link picks symlink vs hard link from flags we cannot set; call the
 # explicit setters of libarchive itself.
@@ -27,7 +29,6 @@ _copy_hardlink = ffi.libarchive.archive_entry_copy_hardlink
 _copy_hardlink.argtypes = [ffi.c_archive_entry_p, ctypes.c_char_p]
 _copy_hardlink.restype = None
 
-Opener = Callable[[Entry], "Iterator[bytes | bytearray | memoryview] | None"]
 BLOCK_SIZE = 1 << 20  # libarchive's default 10 KiB blocks cost a third of the pipe throughput
 
 
@@ -97,9 +98,11 @@ class TarWriter:
             raise AssertionError(f"{entry.path!r}: wrote {written} of {entry.size} bytes")
         return written
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Finish the archive; returns the bytes written in all (headers and padding too)."""
         try:
             ffi.write_close(self._a)
+            return int(ffi.filter_bytes(self._a, -1))
         except ArchiveError as e:
             raise OutputFailed(f"writing the archive failed: {_describe(e)}") from e
         finally:
@@ -115,9 +118,9 @@ def write_tar(
     open_data: Opener,
     fd: int,
     on_skip: Callable[[Entry], None] | None = None,
-) -> None:
-    """Stream `entries` as a pax tar to `fd`. A FILE whose data cannot be opened is skipped,
-    and so are its hard links (the opener has warned)."""
+) -> int:
+    """Stream `entries` as a pax tar to `fd`; returns the bytes written. A FILE whose data
+    cannot be opened is skipped, and so are its hard links (the opener has warned)."""
     writer = TarWriter(fd)
     skipped: set[bytes] = set()
     try:
@@ -136,4 +139,14 @@ def write_tar(
     except BaseException:
         writer.abort()
         raise
-    writer.close()
+    return writer.close()
+
+
+class TarSink(Sink):
+    """A pax tar through libarchive: a FILE that cannot be read is left out."""
+
+    def size(self) -> int:
+        return tar_size_bound(self.entries)
+
+    def write(self, open_data: Opener, fd: int) -> int:
+        return write_tar(self.entries, open_data, fd)

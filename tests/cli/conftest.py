@@ -22,7 +22,9 @@ def run_cli(
     drop_dac: bool = False,
     cwd: Path | None = None,
     extra_env: dict[str, str] | None = None,
+    no_terminal: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
+    """`no_terminal`: run in a new session, so /dev/tty cannot be opened (as from cron)."""
     env = {k: v for k, v in os.environ.items() if k != "ECARCHIVE_PASSPHRASE"}
     env["PYTHONPATH"] = str(REPO)
     if passphrase is not None:
@@ -40,6 +42,7 @@ def run_cli(
         cwd=cwd,
         stdin=None if stdin is not None else subprocess.DEVNULL,
         timeout=600,
+        start_new_session=no_terminal,
     )
 
 

@@ -122,7 +122,7 @@ def test_volume_command_receives_each_volume(tmp_path: Path) -> None:
     src.mkdir()
     for i in range(4):
         (src / f"f{i}").write_bytes(os.urandom(500_000))
-    cmd = f"cat > {tmp_path}/cmd-$ECARCHIVE_VOLUME.tar"
+    cmd = f"cat > {tmp_path}/cmd-$ECARCHIVE_VOLUME.iso"
     # between volumes the tool waits for Enter on /dev/tty: give it one via `script`
     if shutil.which("script") is None:
         pytest.skip("script (util-linux) missing")
@@ -131,7 +131,7 @@ def test_volume_command_receives_each_volume(tmp_path: Path) -> None:
     p = subprocess.run(["script", "-qec", inner, "/dev/null"], input=b"\n\n\n\n", env=env,
                        capture_output=True, timeout=300)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
-    made = sorted(tmp_path.glob("cmd-*.tar"))
+    made = sorted(tmp_path.glob("cmd-*.iso"))
     assert len(made) >= 2
     for m in made:
         assert run_cli(["verify", str(m)]).returncode == 0

@@ -10,14 +10,13 @@ the mount point (hashes, HMAC, headers, names) and mounted read-only with eCrypt
 from __future__ import annotations
 
 import shlex
-import sys
 
 import pytest
 
 from tests.cli.conftest import PASSPHRASE, REPO, run_cli
 from tests.kernel.conftest import RunJobs, guest_image, run_in_guest  # noqa: F401 (fixtures)
 from tests.kernel.oracle import guest_snapshot, key_lines, mount_lines, read_member
-from tests.kernel.vm import Boot, Job
+from tests.kernel.vm import Boot, Job, guest_python
 from tests.support.trees import Record, compare, make_case_tree, snapshot
 
 pytestmark = pytest.mark.kernel
@@ -31,7 +30,7 @@ PACKAGE = {"ecarchive": REPO / "ecarchive"}
 def _verify_line(target: str) -> str:
     env = f'PYTHONPATH="$JOB" ECARCHIVE_PASSPHRASE={shlex.quote(PASSPHRASE)}'
     return (
-        f"rc=0; env {env} {shlex.quote(sys.executable)} -m ecarchive verify {target} "
+        f"rc=0; env {env} {shlex.quote(guest_python())} -m ecarchive verify {target} "
         f'> "$JOB/verify.txt" 2>&1 || rc=$?; echo $rc > "$JOB/verify.rc"'
     )
 

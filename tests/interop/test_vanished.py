@@ -15,11 +15,14 @@ from ecarchive.create import Format, write_volume
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter
+from ecarchive.fsio import open_root
 from ecarchive.keysource import FreshKeys
 from ecarchive.manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, parse
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.progress import Progress
 from ecarchive.read.restore import restore_archive
 from ecarchive.reader import EncryptingReader
+from ecarchive.sinks.base import ArchiveFormat
 from tests.cli.conftest import PASSPHRASE, run_cli
 
 KEYS = derive_keyset(PASSPHRASE.encode(), FnekMode.SEPARATE)
@@ -61,25 +64,26 @@ def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
         created_ns=0,
     )
     entries = append_manifest(plan.entries, facts)
-    fmt = Format(fmt_name, "TEST", 0)
+    fmt = Format(ArchiveFormat(fmt_name), "TEST", 0)
     expected_size = fmt.size(entries)
     (src / "gone.bin").unlink()
+    root_fd = open_root(os.fsencode(src))
     reader = EncryptingReader(
-        FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter
+        FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter, root_fd=root_fd
     )
     out = tmp_path / f"a.{fmt_name}"
-    from tqdm import tqdm
-
     with open(out, "wb") as f:
         write_volume(
             entries,
             fmt,
             reader,
             f.fileno(),
-            tqdm(disable=True),
+            Progress(None, enabled=False),
             reporter,
             ManifestBuilder(entries, facts, KEYS.file_key),
         )
+    reader.close()
+    os.close(root_fd)
     assert reporter.exit_code == 1
     assert any("gone.bin: file removed before we read it" in w for w in reporter.warnings)
     if fmt_name == "iso":

@@ -15,6 +15,10 @@ say() {
 
 mkdir -p "$HOME" /tmp/scratch
 mount -t ext4 /dev/vda /tmp/scratch || echo "ECARCHIVE-VM: no scratch disk"
+# The host's /tmp, which the guest's own tmpfs hides, where a virtualenv running the tests may
+# live: / bound alone (not recursively) is the host root without the mounts on top of it.
+mkdir -p /run/host-root
+mount --bind / /run/host-root || echo "ECARCHIVE-VM: no /run/host-root"
 dmesg -c > /tmp/job/boot-dmesg.txt
 say "driver ready"
 

@@ -13,7 +13,6 @@ attributed to the job that caused it. Keys and leftover mounts are cleared betwe
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shlex
 import shutil
@@ -30,6 +29,7 @@ GUEST_LIB = HERE / "guest_lib.sh"
 GUEST_LOOP = HERE / "guest_driver.sh"
 TREES = HERE.parent / "support" / "trees.py"
 GUEST_JOB_ROOT = "/tmp/job"
+GUEST_HOST_ROOT = "/run/host-root"  # the host root without the guest's mounts on top
 SCRATCH_BYTES = 4 << 30  # sparse; only what the jobs write is allocated
 GUEST_RAM_MIB = 1024
 BOOT_ALLOWANCE = 120  # seconds on top of the jobs' own timeouts (slow TCG boots, busy hosts)
@@ -186,13 +186,18 @@ def _make_scratch(path: Path) -> None:
         raise VmUnavailable(f"mkfs.ext4 failed: {done.stderr}")
 
 
-def _guest_python() -> str:
-    """This interpreter as the guest can reach it: the guest has its own tmpfs on /tmp, so a
-    virtualenv there is invisible; its real (base) interpreter usually is not."""
-    for candidate in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
-        if not candidate.startswith("/tmp/") and Path(candidate).exists():
-            return candidate
-    raise VmUnavailable(f"no python3 outside /tmp for the guest (have {sys.executable})")
+def guest_path(path: str) -> str:
+    """`path` as the guest reaches it: the host's /tmp is hidden behind the guest's own tmpfs
+    and visible under GUEST_HOST_ROOT (see guest_driver.sh)."""
+    if path == "/tmp" or path.startswith("/tmp/"):
+        return GUEST_HOST_ROOT + path
+    return path
+
+
+def guest_python() -> str:
+    """This interpreter, virtualenv included, as the guest runs it. A virtualenv under /tmp
+    works from its other path too: Python finds pyvenv.cfg beside the path it was run by."""
+    return guest_path(sys.executable)
 
 
 def _copy_input(src: Path, dst: Path) -> None:
@@ -247,7 +252,7 @@ def run_jobs(
         for name, src in job.inputs.items():
             _copy_input(src, jdir / name)
         disks += [(img, True) for img in job.images]
-    (share / "driver.sh").write_text(_driver(jobs, python or _guest_python()))
+    (share / "driver.sh").write_text(_driver(jobs, python or guest_python()))
 
     timeout = BOOT_ALLOWANCE + sum(job.timeout + 10 for job in jobs)
     started = time.monotonic()

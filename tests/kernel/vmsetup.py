@@ -139,7 +139,13 @@ def ensure_host_packages() -> None:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise VmUnavailable(f"missing packages {missing} and cannot apt-get install as non-root")
-    _apt(["apt-get", "install", "-y", "--no-install-recommends", *missing])
+    apt_install(missing)
+
+
+def apt_install(packages: list[str]) -> None:
+    """apt-get install (root), refreshing stale package lists once; tests/support/tools.py
+    installs the interop tools with it too."""
+    _apt(["apt-get", "install", "-y", "--no-install-recommends", *packages])
 
 
 def _resolve_kernel_package() -> str:

@@ -233,7 +233,7 @@ def test_flipped_bit_is_named_by_restore(made: dict[str, Path], tmp_path: Path) 
 
 def test_clean_archive_restores_without_a_word(made: dict[str, Path], tmp_path: Path) -> None:
     for fmt in ("tar", "iso"):
-        r = run_cli(["restore", str(made[fmt]), str(tmp_path / fmt)])
+        r = run_cli(["restore", "-q", str(made[fmt]), str(tmp_path / fmt)])
         assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
         assert (tmp_path / fmt / "b.bin").read_bytes() == (made["src"] / "b.bin").read_bytes()
 
@@ -305,7 +305,7 @@ def test_crafted_name_cannot_fake_output_or_reach_the_terminal(tmp_path: Path) -
     path = tree.lower(evil)
     path.write_bytes(b"no eCryptfs header at all, so restore warns about it" * 200)
     tree.file("good", b"fine")
-    r = run_cli(["restore", str(tree.root), str(tmp_path / "out")])
+    r = run_cli(["restore", "-q", str(tree.root), str(tmp_path / "out")])
     err = r.stderr.decode()
     assert r.returncode == 1
     assert "\x1b" not in err and err.count("\n") == 1, err
@@ -424,7 +424,7 @@ def test_restore_merges_into_dest_and_leaves_its_private_alone(
     (dest / "Private").mkdir(parents=True)
     (dest / "Private" / "mine.txt").write_bytes(b"the user's own")
     (dest / "b.bin").write_bytes(b"replaced, as tar does")
-    r = run_cli(["restore", str(made[fmt]), str(dest)])
+    r = run_cli(["restore", "-q", str(made[fmt]), str(dest)])
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
     assert sorted(os.listdir(dest)) == ["Private", "b.bin", "dir"]
     assert os.listdir(dest / "Private") == ["mine.txt"]
@@ -434,7 +434,7 @@ def test_restore_merges_into_dest_and_leaves_its_private_alone(
 
 def test_piped_iso_lands_at_the_top_of_dest(made: dict[str, Path], tmp_path: Path) -> None:
     dest = tmp_path / "dest"
-    r = run_cli(["restore", "-", str(dest)], stdin=made["iso"].read_bytes())
+    r = run_cli(["restore", "-q", "-", str(dest)], stdin=made["iso"].read_bytes())
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
     assert sorted(os.listdir(dest)) == ["b.bin", "dir"]
 

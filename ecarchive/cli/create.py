@@ -75,7 +75,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         "--volume-command",
         metavar="CMD",
         help="pipe each volume into the shell command CMD, waiting for Enter between; "
-        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...) and $ECARCHIVE_VOLUMES (the count)",
+        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...), $ECARCHIVE_VOLUMES (the count) and, for ISO, "
+        "the volume's size in $ECARCHIVE_VOLUME_BYTES and $ECARCHIVE_VOLUME_SECTORS",
     )
     add_key_options(c)
     c.add_argument(

@@ -15,27 +15,32 @@ import contextlib
 import glob
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Literal, TextIO
 
 from .chain import list_deletions, restore_chain
-from .create import Destinations, Format, split, write_volumes
+from .create import Destinations, Format, output_identities, split, write_volumes
 from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
+from .fsio import open_root
 from .incremental import Incremental, Keying, deletions_in_first_volume
 from .keysource import FreshKeys, KeySource
 from .keystore import StableKeys
-from .listing import list_archive as _list_archive
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry, Kind
 from .plan import PlanOptions, build_plan
 from .progress import Progress, Tally
+from .read.listing import Style
+from .read.listing import list_archive as _list_archive
+from .read.restore import Existing
+from .read.select import Selection
+from .read.verify import verify_archive
 from .reader import EncryptingReader
 from .restoretext import RESTORE_NAME, MountSpec, restore_text
+from .sinks.base import ArchiveFormat
 from .sinks.iso import volume_identifier
-from .verify import verify_archive
 from .volumes import parse_media
 
 FormatName = Literal["tar", "iso"]
@@ -60,18 +65,18 @@ __all__ = [
 
 
 def format_for(
-    output: str, format: FormatName | None, media: str | int | None = None
-) -> FormatName:
+    output: str, format: FormatName | ArchiveFormat | None, media: str | int | None = None
+) -> ArchiveFormat:
     """The explicit format, else the output's extension (.iso, .tar), else ISO when splitting
     for discs (`media`: what growisofs burns is an image, not a tar), else tar."""
     if format is not None:
-        return format
+        return ArchiveFormat(format)
     name = output.lower()
     if name.endswith(".iso"):
-        return "iso"
+        return ArchiveFormat.ISO
     if name.endswith(".tar") or media is None:
-        return "tar"
-    return "iso"
+        return ArchiveFormat.TAR
+    return ArchiveFormat.ISO
 
 
 # GNU tar's --auto-compress suffixes, and lz4: names that promise a compressed archive
@@ -109,6 +114,21 @@ def _key_store_excludes(source: str, key_store: str | None) -> tuple[str, ...]:
     return (pattern, pattern + "-journal")
 
 
+@contextlib.contextmanager
+def _source(source: str) -> Iterator[int | None]:
+    """SOURCE opened once: the plan walks it and the reader reads through this descriptor, so
+    SOURCE replaced in between (or a symlink in its path changed) cannot redirect the read."""
+    try:
+        fd = open_root(os.fsencode(source))
+    except OSError:
+        yield None  # the plan reports why
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 class _Job:
     """A planned create: the plan split into volumes, each with its manifest appended."""
 
@@ -117,7 +137,7 @@ class _Job:
         source: str,
         keys: KeySet,
         *,
-        fmt: FormatName,
+        fmt: ArchiveFormat,
         key_bytes: int,
         cipher: str,
         lower_name: str,
@@ -128,6 +148,8 @@ class _Job:
         volume_label: str,
         media: str | int | None,
         reporter: Reporter,
+        root_fd: int | None,
+        outputs: frozenset[tuple[int, int]] = frozenset(),
         listed_incremental: str | None = None,
         level: int | None = None,
         stable_keys: bool = False,
@@ -137,7 +159,7 @@ class _Job:
         if not lower or b"/" in lower or lower in (b".", b"..", RESTORE_NAME, MANIFEST_NAME):
             raise UsageError(f"lower name {lower_name!r} is not a usable directory name")
         self.capacity = parse_media(str(media)) if media is not None else None
-        if fmt == "iso":
+        if fmt is ArchiveFormat.ISO:
             volume_identifier(volume_label)  # a bad label fails before anything else
         self.keys = keys
         fnek = keys.fnek
@@ -158,7 +180,7 @@ class _Job:
             )
             chain_note = self.incremental.restore_note()
             excludes = (*excludes, *self.incremental.excludes(source))
-        text = restore_text(spec, lower_name, iso=fmt == "iso") + chain_note
+        text = restore_text(spec, lower_name, iso=fmt is ArchiveFormat.ISO) + chain_note
         plan = build_plan(
             PlanOptions(
                 source=os.fsencode(source),
@@ -169,6 +191,8 @@ class _Job:
                 one_file_system=one_file_system,
                 skip_long_names=skip_long_names,
                 top_files=((RESTORE_NAME, text),),
+                root_fd=root_fd,
+                outputs=outputs,
             ),
             reporter,
         )
@@ -197,7 +221,9 @@ class _Job:
 
             def numbered(entries: tuple[Entry, ...], n: int) -> tuple[Entry, ...]:
                 """RESTORE.txt says which volume it is on (same length: the split holds)."""
-                text = restore_text(spec, lower_name, iso=fmt == "iso", volume=n, volumes=count)
+                text = restore_text(
+                    spec, lower_name, iso=fmt is ArchiveFormat.ISO, volume=n, volumes=count
+                )
                 text += chain_note
                 return tuple(
                     replace(e, data=text) if e.path == RESTORE_NAME and e.source is None else e
@@ -218,7 +244,7 @@ class _Job:
 def image_sizes(
     source: str,
     *,
-    format: FormatName = "iso",
+    format: FormatName | ArchiveFormat = "iso",
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     lower_name: str = DEFAULT_LOWER_NAME,
@@ -233,24 +259,26 @@ def image_sizes(
 ) -> list[int]:
     """The size in bytes of each volume `create` would write (exact for ISO, an upper bound for
     tar), from the pre-scan alone: nothing is read, no passphrase is needed."""
-    job = _Job(
-        source,
-        keyset(_SIZES_ONLY_PASSPHRASE, fnek),
-        fmt=format,
-        key_bytes=key_bytes,
-        cipher="aes",
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=None,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter or Reporter(),
-        listed_incremental=listed_incremental,
-        level=level,
-        sizes_only=True,
-    )
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keyset(_SIZES_ONLY_PASSPHRASE, fnek),
+            fmt=format_for("", format),
+            key_bytes=key_bytes,
+            cipher="aes",
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=None,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter or Reporter(),
+            root_fd=root_fd,
+            listed_incremental=listed_incremental,
+            level=level,
+            sizes_only=True,
+        )
     return [job.fmt.size(entries) for entries in job.volumes]
 
 
@@ -259,7 +287,7 @@ def create(
     output: str = "-",
     *,
     passphrase: bytes,
-    format: FormatName | None = None,
+    format: FormatName | ArchiveFormat | None = None,
     key_bytes: int = 16,
     fnek: FnekName = "separate",
     cipher: str = "aes",
@@ -276,12 +304,14 @@ def create(
     rotate_keys_on_change: bool = False,
     listed_incremental: str | None = None,
     level: int | None = None,
+    jobs: int | None = None,
     progress: bool = False,
     summary: bool = False,
     reporter: Reporter | None = None,
 ) -> int:
     """Stream SOURCE as a tar or ISO image of eCryptfs lower files to `output` ('-' = stdout;
     with `media`, a pattern such as 'backup-%02d.iso', or `volume_command` per volume).
+    `jobs` threads read and encrypt (default: one per CPU).
     `summary`: a closing line with counts, bytes, time and warnings through `reporter`.
 
     With `listed_incremental` (a snapshot file, GNU tar's -g): level 0 when it does not exist
@@ -306,54 +336,67 @@ def create(
         )
     if level is not None and listed_incremental is None:
         raise UsageError("--level needs --listed-incremental")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs {jobs}: at least one worker is needed")
     keys = keyset(passphrase, fnek)
-    job = _Job(
-        source,
-        keys,
-        fmt=fmt,
-        key_bytes=key_bytes,
-        cipher=cipher,
-        lower_name=lower_name,
-        excludes=excludes,
-        key_store=key_store,
-        one_file_system=one_file_system,
-        skip_long_names=skip_long_names,
-        volume_label=volume_label,
-        media=media,
-        reporter=reporter,
-        listed_incremental=listed_incremental,
-        level=level,
-        stable_keys=stable_keys,
-    )
-    sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and fmt == "iso" else None
-    dest = Destinations(
-        output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
-    )
-    dest.check()
-    keysource: KeySource
-    if stable_keys:
-        keysource = StableKeys(
-            keys.file_key,
-            key_bytes,
-            reporter,
-            store_path=key_store,
-            rotate_on_change=rotate_keys_on_change,
+    with _source(source) as root_fd:
+        job = _Job(
+            source,
+            keys,
+            fmt=fmt,
+            key_bytes=key_bytes,
+            cipher=cipher,
+            lower_name=lower_name,
+            excludes=excludes,
+            key_store=key_store,
+            one_file_system=one_file_system,
+            skip_long_names=skip_long_names,
+            volume_label=volume_label,
+            media=media,
+            reporter=reporter,
+            root_fd=root_fd,
+            outputs=output_identities(output, volume_command),
+            listed_incremental=listed_incremental,
+            level=level,
+            stable_keys=stable_keys,
         )
-    else:
-        keysource = FreshKeys(keys.file_key, key_bytes)
-    reader = EncryptingReader(
-        keysource, filenames_encrypted=keys.fnek is not None, reporter=reporter
-    )
-    if len(job.volumes) > 1:
-        reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
-    try:
-        with job.incremental.committing() if job.incremental else contextlib.nullcontext():
-            tally.bytes_out = write_volumes(
-                job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+        assert root_fd is not None  # else the plan was rejected
+        iso = fmt is ArchiveFormat.ISO
+        sizes = [job.fmt.size(v) for v in job.volumes] if volume_command and iso else None
+        dest = Destinations(
+            output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
+        )
+        dest.check()
+        keysource: KeySource
+        if stable_keys:
+            keysource = StableKeys(
+                keys.file_key,
+                key_bytes,
+                reporter,
+                store_path=key_store,
+                rotate_on_change=rotate_keys_on_change,
+                root_fd=root_fd,
             )
-    finally:
-        if isinstance(keysource, StableKeys):
-            keysource.close()
+        else:
+            keysource = FreshKeys(keys.file_key, key_bytes)
+        reader = EncryptingReader(
+            keysource,
+            filenames_encrypted=keys.fnek is not None,
+            reporter=reporter,
+            root_fd=root_fd,
+            jobs=jobs,
+        )
+        if len(job.volumes) > 1:
+            reporter.note(f"{len(job.volumes)} volumes of at most {job.capacity} bytes")
+        try:
+            with job.incremental.committing() if job.incremental else contextlib.nullcontext():
+                tally.bytes_out = write_volumes(
+                    job.volumes, job.fmt, reader, dest, volume, progress, reporter, job.manifest
+                )
+        finally:
+            reader.close()
+            if isinstance(keysource, StableKeys):
+                keysource.close()
     if summary:
         for number in dest.selected(volume):
             for entry in job.volumes[number - 1]:
@@ -372,9 +415,17 @@ def restore(
     progress: bool = False,
     summary: bool = False,
     reporter: Reporter | None = None,
+    existing: Existing = Existing.REPLACE,
+    paths: Sequence[bytes] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> int:
-    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory) into DEST.
-    A sequence of archives is an incremental chain, applied in order (ecarchive.chain).
+    """Decrypt ARCHIVE (tar, ISO, '-' for stdin, or an extracted directory; or several, such
+    as the volumes of a set) into DEST. Archives of an incremental chain (their manifests say
+    so) are applied in order, each level's deletions first (ecarchive.chain).
+
+    `existing`: what happens to a file already in DEST (GNU tar's default, --keep-old-files,
+    --skip-old-files). `paths`, `include`, `exclude`: restore only those plaintext paths.
     `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
     tally = Tally()
     reporter = reporter or Reporter()
@@ -390,7 +441,16 @@ def restore(
             bar.file_done(tally.files - bar.files)
 
     try:
-        restore_chain(archives, dest, passphrase, reporter, progress=advance, tally=tally)
+        restore_chain(
+            archives,
+            dest,
+            passphrase,
+            reporter,
+            progress=advance,
+            tally=tally,
+            existing=existing,
+            selection=Selection(paths, include, exclude),
+        )
     finally:
         bar.close()
     if summary:
@@ -406,11 +466,18 @@ def list_archive(
     passphrase: bytes,
     out: TextIO | None = None,
     reporter: Reporter | None = None,
+    paths: Sequence[bytes] = (),
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    style: Style = Style.SHORT,
 ) -> int:
-    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated) to `out`."""
+    """Print one line per entry (TYPE, SIZE, PATH[, TARGET], tab separated; `style` LONG as
+    tar tvf, JSON one object per line) to `out`; with `paths`, `include`, `exclude` only those
+    plaintext paths."""
     reporter = reporter or Reporter()
-    _list_archive(archive, passphrase, reporter, out)
-    list_deletions(archive, passphrase, reporter, out)
+    selection = Selection(paths, include, exclude)
+    _list_archive(archive, passphrase, reporter, out, selection, style)
+    list_deletions(archive, passphrase, reporter, out, selection, style)
     return reporter.exit_code
 
 
@@ -421,11 +488,17 @@ def verify(
     against: str | None = None,
     out: TextIO | None = None,
     reporter: Reporter | None = None,
+    as_json: bool = False,
 ) -> int:
     """Check ARCHIVE against its manifest (hashes; with the passphrase also the HMAC, headers and
     names; with `against` the decrypted content against that plaintext tree)."""
     reporter = reporter or Reporter()
     code = verify_archive(
-        archive, passphrase=passphrase, against=against, reporter=reporter, out=out or sys.stdout
+        archive,
+        passphrase=passphrase,
+        against=against,
+        reporter=reporter,
+        out=out or sys.stdout,
+        as_json=as_json,
     )
     return max(code, reporter.exit_code)

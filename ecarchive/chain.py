@@ -14,8 +14,10 @@ The volumes of one level may come in any order; the levels in the order they wer
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -24,17 +26,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-import libarchive
 from libarchive import ffi
-from libarchive.exception import ArchiveError
 
-from .decoder import DamagedEntry, Keys
+from .display import escape_path
 from .errors import ArchiveUnreadable, EcarchiveError, Reporter
 from .incremental import DELETED_NAME, ChainFacts, parse_deleted
-from .listing import escape_path
 from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
 from .progress import Tally
-from .restore import restore_archive
+from .read.decode import DamagedEntry, Keys
+from .read.listing import Style
+from .read.members import open_archive
+from .read.restore import Existing, restore_archive
+from .read.select import Selection
 
 STDIN = "-"
 DEST_XATTR = "user.ecarchive.chain"
@@ -104,15 +107,13 @@ def side_files(source: str) -> dict[bytes, bytes]:
         return found
     if not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
-    try:
-        with libarchive.file_reader(source) as archive:
-            for entry in archive:
-                # raw bytes: names in clear (--fnek off) need not be UTF-8
-                path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
-                if path in _SIDE_FILES and entry.isfile:
-                    found[path] = _bounded(entry.get_blocks(), f"{source}: {path.decode()}")
-    except ArchiveError as e:
-        raise ArchiveUnreadable(f"{source}: cannot read the archive: {e.msg}") from e
+    # only the formats ecarchive writes (NoArchiveFound for others), as the restore reads them
+    with open_archive(source) as archive:
+        for entry in archive:
+            # raw bytes: names in clear (--fnek off) need not be UTF-8
+            path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
+            if path in _SIDE_FILES and entry.isfile:
+                found[path] = _bounded(entry.get_blocks(), f"{source}: {path.decode()}")
     return found
 
 
@@ -156,23 +157,24 @@ def read_level(source: str, keys: Keys) -> Level:
     return Level(source, facts, m.lower_root, tuple(deleted), m.volume, m.volumes)
 
 
-def _single_level(source: str, keys: Keys, reporter: Reporter) -> Level:
-    """One archive: a damaged one still restores what it can, as without chains."""
-    try:
-        return read_level(source, keys)
-    except ArchiveUnreadable as e:
-        reporter.warn(f"{e}; restoring it without its chain facts")
-        return Level(source, None)
-
-
 def list_deletions(
-    source: str, passphrase: bytes, reporter: Reporter, out: TextIO | None = None
+    source: str,
+    passphrase: bytes,
+    reporter: Reporter,
+    out: TextIO | None = None,
+    selection: Selection | None = None,
+    style: Style = Style.SHORT,
 ) -> None:
-    """`list`: one line `x  -  PATH` per name the archive deletes (see listing.list_archive)."""
-    if source == STDIN:
+    """`list`: one line `x  -  PATH` per name the archive deletes (see read.listing; with
+    `style` JSON an object {"type": "x", "path": PATH}), only those `selection` wants."""
+    if source == STDIN or not _rereadable(source):
         return
+    chosen = selection or Selection()
     keys = Keys(passphrase)
-    level = _single_level(source, keys, reporter)
+    try:
+        level = read_level(source, keys)
+    except ArchiveUnreadable:
+        return  # its damage is the listing's to report; a chain's deletions need the manifest
     stream = out if out is not None else sys.stdout
     for lower in level.deleted:
         try:
@@ -183,7 +185,13 @@ def list_deletions(
         if parts is None:
             reporter.warn(f"deleted name {os.fsdecode(lower)} is not a safe path; ignored")
             continue
-        stream.write(f"x\t-\t{escape_path(b'/'.join(parts))}\n")
+        plain = b"/".join(parts)
+        if not chosen.wants(plain):
+            continue
+        if style is Style.JSON:
+            stream.write(json.dumps({"type": "x", "path": os.fsdecode(plain)}) + "\n")
+        else:
+            stream.write(f"x\t-\t{escape_path(plain)}\n")
     stream.flush()
 
 
@@ -333,7 +341,9 @@ def _remove(root_fd: int, parts: list[bytes]) -> str | None:
             os.close(fd)
 
 
-def apply_deletions(dest: str, level: Level, keys: Keys, reporter: Reporter) -> None:
+def apply_deletions(
+    dest: str, level: Level, keys: Keys, reporter: Reporter, selection: Selection | None = None
+) -> None:
     if not level.deleted or not os.path.isdir(dest):
         return
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -348,6 +358,8 @@ def apply_deletions(dest: str, level: Level, keys: Keys, reporter: Reporter) -> 
             if parts is None:
                 reporter.warn(f"{level.source}: deleted name {shown} is not a safe path; ignored")
                 continue
+            if selection is not None and not selection.wants(b"/".join(parts)):
+                continue
             try:
                 why = _remove(root_fd, parts)
             except OSError as e:
@@ -358,6 +370,64 @@ def apply_deletions(dest: str, level: Level, keys: Keys, reporter: Reporter) -> 
         os.close(root_fd)
 
 
+def _rereadable(source: str) -> bool:
+    """A file, directory or block device: its side files can be read ahead of the restore (a
+    pipe or terminal could not be read twice)."""
+    try:
+        mode = os.stat(source).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISBLK(mode)
+
+
+def _probe(sources: Sequence[str], keys: Keys) -> list[Level] | None:
+    """The chain facts of SOURCES, or None when none of them is an incremental archive (then
+    they restore as a volume set, read.restore). An unreadable manifest only counts when
+    another archive is of a chain: a damaged plain archive is read.restore's to report."""
+    levels: list[Level] = []
+    problem: ArchiveUnreadable | None = None
+    for source in sources:
+        if source == STDIN or not _rereadable(source):
+            levels.append(Level(source, None))
+            continue
+        try:
+            levels.append(read_level(source, keys))
+        except ArchiveUnreadable as e:
+            problem = problem or e
+            levels.append(Level(source, None))
+    if all(level.facts is None for level in levels):
+        return None
+    if problem is not None and len(sources) > 1:
+        raise problem
+    if len(sources) > 1 and STDIN in sources:
+        raise ChainRefused("a chain is read from archive files or directories, not stdin")
+    return levels
+
+
+def _forget(dest: str) -> None:
+    """DEST no longer holds (only) a level of a chain."""
+    with contextlib.suppress(OSError):
+        os.removexattr(dest, DEST_XATTR)
+
+
+def _archives(levels: Sequence[Level]) -> Iterator[list[Level]]:
+    """The levels grouped by archive: the volumes of one archive restore in one run."""
+    group: list[Level] = []
+    for level in levels:
+        same = (
+            group
+            and level.facts is not None
+            and group[0].facts is not None
+            and level.facts.archive == group[0].facts.archive
+        )
+        if group and not same:
+            yield group
+            group = []
+        group.append(level)
+    if group:
+        yield group
+
+
 def restore_chain(
     sources: Sequence[str],
     dest: str,
@@ -366,27 +436,42 @@ def restore_chain(
     *,
     progress: Progress | None = None,
     tally: Tally | None = None,
+    existing: Existing = Existing.REPLACE,
+    selection: Selection | None = None,
 ) -> None:
-    """Restore SOURCES, in order, into DEST (see the module docstring). One archive that is not
-    incremental restores exactly as `restore_archive`."""
+    """Restore SOURCES, in order, into DEST (see the module docstring). Archives none of which
+    is incremental restore exactly as `read.restore.restore_archive` (a volume set)."""
     keys = Keys(passphrase)
-    if len(sources) > 1 and STDIN in sources:
-        raise ChainRefused("a chain is read from archive files or directories, not stdin")
-    if len(sources) == 1:
-        levels = [_single_level(sources[0], keys, reporter)]
-    else:
-        levels = volumes_in_order([read_level(source, keys) for source in sources])
-    check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
-    for level in levels:
-        apply_deletions(dest, level, keys, reporter)
+    chosen = selection or Selection()
+    levels = _probe(sources, keys)
+    if levels is None:
         restore_archive(
-            level.source,
+            sources,
             dest,
             passphrase,
             reporter,
             progress=progress,
             tally=tally,
-            lower_root=level.lower_root if level.facts is not None else None,
+            existing=existing,
+            selection=chosen,
         )
-        if level.facts is not None or level.source != STDIN:
-            _record(dest, level, reporter)
+        if os.path.isdir(dest) and any(s != STDIN for s in sources):
+            _forget(dest)
+        return
+    levels = volumes_in_order(levels)
+    check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
+    for group in _archives(levels):
+        apply_deletions(dest, group[0], keys, reporter, chosen)
+        restore_archive(
+            [level.source for level in group],
+            dest,
+            passphrase,
+            reporter,
+            progress=progress,
+            tally=tally,
+            existing=existing,
+            selection=chosen,
+            check_selection=False,  # a PATH need only be in one level
+        )
+        _record(dest, group[-1], reporter)
+    chosen.check_found()

@@ -7,7 +7,6 @@ and nothing about argument syntax or the eCryptfs format.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -15,32 +14,40 @@ from dataclasses import dataclass
 
 from .errors import OutputFailed, Reporter, UsageError
 from .iso import SECTOR_SIZE
-from .manifest import ManifestBuilder
+from .manifest import MAX_VOLUMES, ManifestBuilder
 from .model import Entry
 from .output import Output
+from .passphrase import ENV_VAR
 from .progress import Progress
 from .reader import EncryptingReader
-from .sinks.iso import body_from_opener, image_size, plan_iso, write_iso
-from .sinks.tar import write_tar
-from .sinks.tarsize import tar_size_bound
+from .sinks.base import ArchiveFormat, Chunk, Sink
+from .sinks.iso import IsoSink
+from .sinks.tar import TarSink
 from .volumes import split_volumes
 
-Chunk = bytes | bytearray | memoryview
-ISO_WRITE_BUFFER = 1 << 20
 TTY = "/dev/tty"
+# Never handed to a --volume-command: the burner has no business with the passphrase.
+PRIVATE_ENV = (ENV_VAR,)
 
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    name: str  # "tar" or "iso"
+    """The archive format with what its sink needs besides the entries."""
+
+    kind: ArchiveFormat
     volume_label: str
     volume_time_ns: int
 
+    def sink(self, entries: Sequence[Entry]) -> Sink:
+        if self.kind is ArchiveFormat.ISO:
+            return IsoSink(
+                entries, volume_label=self.volume_label, volume_time_ns=self.volume_time_ns
+            )
+        return TarSink(entries)
+
     def size(self, entries: Sequence[Entry]) -> int:
         """Exact for ISO, an upper bound for tar (libarchive picks its pax records)."""
-        if self.name == "iso":
-            return image_size(entries, volume_label=self.volume_label)
-        return tar_size_bound(entries)
+        return self.sink(entries).size()
 
 
 def split(entries: Sequence[Entry], fmt: Format, capacity: int | None) -> list[tuple[Entry, ...]]:
@@ -66,41 +73,39 @@ def write_volume(
 ) -> int:
     """Stream one volume to `fd` with the format's sink; its manifest is the last member.
     Returns the bytes written."""
+    sink = fmt.sink(entries)
 
-    def read(entry: Entry) -> Iterator[Chunk] | None:
-        chunks = reader.open(entry)
-        if chunks is None and fmt.name == "iso":
-            return reader.zero_filled(entry)  # the image's layout already holds its extent
-        return chunks
-
-    hashed = manifest.opener(read)
+    hashed = manifest.opener(reader.open)  # a file that vanished is ABSENT in the manifest
 
     def open_data(entry: Entry) -> Iterator[Chunk] | None:
         if entry.source is not None:
             bar.file_done()
         chunks = hashed(entry)
+        if chunks is None and sink.fixed_layout:
+            chunks = reader.zero_filled(entry)  # the image's layout already holds its extent
         if chunks is None:
             bar.update(entry.size)
             return None
         return _counted(chunks, bar)
 
-    reader.expect(entries)  # small files are read and encrypted ahead in the helper
-    if fmt.name == "tar":
-        return write_tar(tuple(entries), open_data, fd)
-    layout = plan_iso(
-        list(entries), volume_label=fmt.volume_label, volume_time_ns=fmt.volume_time_ns
-    )
-    for warning in layout.warnings:
+    for warning in sink.warnings:
         reporter.warn(warning, affects_exit=False)
-    try:
-        with (
-            io.FileIO(fd, "wb", closefd=False) as raw,
-            io.BufferedWriter(raw, ISO_WRITE_BUFFER) as out,
-        ):
-            write_iso(layout, body_from_opener(open_data), out)
-    except OSError as e:
-        raise OutputFailed(f"writing the image failed: {e.strerror or e}") from e
-    return layout.size
+    reader.expect(sink.read_order())  # the workers read and encrypt ahead in this order
+    return sink.write(open_data, fd)
+
+
+def output_identities(output: str, command: str | None) -> frozenset[tuple[int, int]]:
+    """(st_dev, st_ino) of every existing file the output names, for the plan to leave out."""
+    if command:
+        return frozenset()
+    names = [output]
+    if "%" in output:
+        try:
+            names = [output % n for n in range(1, MAX_VOLUMES + 1)]
+        except (TypeError, ValueError):
+            return frozenset()  # Destinations says what is wrong with the pattern
+    found = (Output(name).identity() for name in names)
+    return frozenset(i for i in found if i is not None)
 
 
 class Destinations:
@@ -188,7 +193,8 @@ def _wait_for_disc(number: int, count: int) -> None:
 
 @contextlib.contextmanager
 def _command(command: str, number: int, count: int, size: int | None) -> Iterator[int]:
-    env = dict(os.environ, ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env.update(ECARCHIVE_VOLUME=str(number), ECARCHIVE_VOLUMES=str(count))
     if size is not None:  # what growisofs tracksize: and cdrecord tsize= need up front
         env.update(
             ECARCHIVE_VOLUME_BYTES=str(size), ECARCHIVE_VOLUME_SECTORS=str(size // SECTOR_SIZE)

@@ -55,6 +55,18 @@ class ArchiveUnreadable(EcarchiveError):
     """The input archive cannot be read at all."""
 
 
+class NoArchiveFound(ArchiveUnreadable):
+    """The input holds no ecarchive archive: empty, blank, or something else entirely."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends the run as Ctrl-C does (SIGTERM, SIGHUP); exit status 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Reporter:
     """Collects warnings while work goes on and prints each once, on stderr."""
 

@@ -41,6 +41,7 @@ from .ecryptfs.constants import AES_CODES
 from .ecryptfs.header import HeaderError, build_header, key_packets, parse_header, unwrap_fek
 from .ecryptfs.keys import KeyringKey
 from .errors import Reporter
+from .fsio import TreeDirs, open_regular
 from .keysource import FreshKeys, KeyMaterial
 from .model import Entry
 
@@ -115,18 +116,20 @@ def usable_material(stored: StoredMaterial, key: KeyringKey, key_bytes: int) -> 
     return KeyMaterial(fek=fek, marker=stored.marker, packets=stored.packets)
 
 
-def read_xattr(path: bytes) -> bytes | None:
+def read_xattr(path: bytes | int) -> bytes | None:
+    """From a path (its last component not followed) or an open file descriptor."""
     try:
-        value: bytes = xattr.getxattr(path, XATTR_NAME, symlink=True)
+        value: bytes = xattr.getxattr(path, XATTR_NAME, symlink=not isinstance(path, int))
     except OSError:
         return None  # absent, unsupported or unreadable: all mean "no stored key"
     return value
 
 
-def write_xattr(path: bytes, blob: bytes) -> OSError | None:
+def write_xattr(path: bytes | int, blob: bytes) -> OSError | None:
     """Store `blob`; returns the error instead of raising, because failure only means fallback."""
     try:
-        xattr.setxattr(path, XATTR_NAME, blob, symlink=True)
+        # XATTR_NOFOLLOW is for paths; with a descriptor the kernel call rejects it
+        xattr.setxattr(path, XATTR_NAME, blob, symlink=not isinstance(path, int))
     except OSError as e:
         return e
     return None
@@ -243,8 +246,13 @@ class StableKeys:
         *,
         store_path: str | None = None,
         rotate_on_change: bool = False,
+        root_fd: int | None = None,
     ) -> None:
         self.key = key
+        # With SOURCE's descriptor, each file's xattr is reached the way the reader reaches
+        # the file (fsio): a directory swapped for a symlink cannot lead the xattr write
+        # outside SOURCE. Without it (tests of this class), by path.
+        self._dirs = TreeDirs(root_fd) if root_fd is not None else None
         self.key_bytes = key_bytes
         self.reporter = reporter
         self.rotate_on_change = rotate_on_change
@@ -262,8 +270,25 @@ class StableKeys:
 
     def material(self, entry: Entry) -> KeyMaterial:
         assert entry.source is not None, "only FILE entries read from SOURCE have key material"
-        inode = _inode(entry.source)
-        found = self._reuse(read_xattr(entry.source), entry, inode)
+        if self._dirs is None:
+            return self._material(entry, entry.source, _inode(entry.source))
+        try:
+            handle, name = self._dirs.parent(entry.rel)
+            try:
+                fd, st = open_regular(name, handle.fd)
+            finally:
+                handle.release()
+        except OSError:
+            # Gone or no longer a regular file: the reader warns and skips it; its key is
+            # never used, so nothing is stored either.
+            return self._fresh.material(entry)
+        try:
+            return self._material(entry, fd, (st.st_dev, st.st_ino))
+        finally:
+            os.close(fd)
+
+    def _material(self, entry: Entry, file: bytes | int, inode: tuple[int, int]) -> KeyMaterial:
+        found = self._reuse(read_xattr(file), entry, inode)
         if found is not None:
             self.stats.reused += 1
             self._used[found.packets] = inode
@@ -274,7 +299,7 @@ class StableKeys:
         if found is not None:
             # Moves the key next to the file now that it is writable, else refreshes the row.
             assert blob is not None
-            if write_xattr(entry.source, blob) is not None:
+            if write_xattr(file, blob) is not None:
                 self._store_put(entry, ino, blob)
             self.stats.reused += 1
             self._used[found.packets] = inode
@@ -292,7 +317,7 @@ class StableKeys:
                 packets=fresh.packets,
             )
         )
-        if write_xattr(entry.source, blob) is not None and not self._store_put(entry, ino, blob):
+        if write_xattr(file, blob) is not None and not self._store_put(entry, ino, blob):
             self.stats.unstable.append(entry.rel)
         return fresh
 
@@ -341,6 +366,8 @@ class StableKeys:
 
     def close(self) -> None:
         """Save the key store and name, once, the files whose keys could not be kept."""
+        if self._dirs is not None:
+            self._dirs.close()
         if self._store is not None:
             try:
                 self._store.close()

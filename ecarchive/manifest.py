@@ -308,6 +308,10 @@ class ManifestBuilder:
             if chunks is None:
                 self.skipped(entry)
                 return None
+            known = getattr(chunks, "sha256", None)  # hashed already where it was encrypted
+            if known is not None:
+                self.hashes[entry.path] = known
+                return chunks
             return self.hashing(entry, chunks)
 
         return open_data

@@ -1,13 +1,30 @@
-"""The output: stdout or a named file, opened lazily so a failed plan leaves nothing behind."""
+"""The output: stdout, a device or FIFO, or a named file; never destroys what it did not make.
+
+A regular file is written under a temporary name in its directory and renamed over the final
+name only once complete, so a failed or interrupted run leaves the previous archive (or
+nothing) under that name, never a truncated one. Anything else that already exists (a FIFO,
+a tape or disc device, /dev/stdout) is opened and written as it is, and never removed.
+The output is opened lazily, after the plan, so a rejected plan leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 
 from .errors import OutputFailed, UsageError
+
+_TEMP_SUFFIX = ".part"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class Output:
@@ -22,22 +39,61 @@ class Output:
                 hint="use -o FILE, redirect stdout, or pipe it, e.g. | growisofs -Z /dev/dvd=/dev/stdin",
             )
 
+    def identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the regular file the output already is, so the plan can leave
+        it out (a device such as /dev/null is not the archive, as in GNU tar)."""
+        try:
+            st = os.fstat(sys.stdout.fileno()) if self.is_stdout else os.stat(self.name)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
     @contextlib.contextmanager
     def open(self) -> Iterator[int]:
-        """Yield a file descriptor; a named file is removed again if writing fails."""
+        """Yield a file descriptor to write the archive to."""
         if self.is_stdout:
             yield sys.stdout.fileno()
             return
         try:
-            fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            st: os.stat_result | None = os.stat(self.name)
+        except FileNotFoundError:
+            st = None
         except OSError as e:
             raise OutputFailed(f"cannot create {self.name}: {e.strerror}") from e
-        ok = False
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            yield from self._existing_node()
+        else:
+            yield from self._replaced_file()
+
+    def _existing_node(self) -> Iterator[int]:
+        # A device, FIFO or socket path: written as it is, never truncated or removed.
+        try:
+            fd = os.open(self.name, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise OutputFailed(f"cannot open {self.name}: {e.strerror}") from e
         try:
             yield fd
-            ok = True
         finally:
             os.close(fd)
-            if not ok:
+
+    def _replaced_file(self) -> Iterator[int]:
+        final = os.path.realpath(self.name)  # a symlink to the archive stays a symlink
+        directory, base = os.path.split(final)
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{base}.", suffix=_TEMP_SUFFIX, dir=directory)
+        except OSError as e:
+            raise OutputFailed(f"cannot create {self.name}: {e.strerror}") from e
+        done = False
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # what open(O_CREAT, 0666) would have made
+            yield fd
+            try:
+                os.rename(temp, final)
+            except OSError as e:
+                raise OutputFailed(f"cannot rename {temp} to {self.name}: {e.strerror}") from e
+            done = True
+        finally:
+            os.close(fd)
+            if not done:
                 with contextlib.suppress(OSError):
-                    os.unlink(self.name)
+                    os.unlink(temp)  # ours: made by mkstemp above

@@ -1,7 +1,9 @@
 """The pre-scan: walk SOURCE once with lstat only and build the immutable plan.
 
 Everything a sink needs (member paths with encrypted names, lower sizes, hard-link groups) is
-decided here, so problems are all reported before the first output byte.
+decided here, so problems are all reported before the first output byte. Every directory is
+opened relative to its parent's descriptor without following symlinks (`fsio`), the same way
+the encrypting reader reaches the files later.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from .ecryptfs.constants import MAX_NAME_BYTES, MAX_SYMLINK_TARGET_BYTES, NAME_MAX, PATH_MAX
 from .ecryptfs.sizes import lower_size
 from .errors import Reporter
+from .fsio import open_dir, open_root
 from .model import Entry, Kind, Plan
 
 NameCipher = Callable[[bytes], bytes]
@@ -35,6 +38,11 @@ class PlanOptions:
     skip_long_names: bool = False
     top_files: tuple[tuple[bytes, bytes], ...] = field(default=())  # synthetic (name, content)
     mtime_ns: int | None = None  # for synthetic files; default: SOURCE's mtime
+    # SOURCE opened once by the caller (fsio.open_root), shared with the encrypting reader;
+    # None: opened and closed here
+    root_fd: int | None = None
+    # (st_dev, st_ino) of the archive being written, left out of itself as GNU tar does
+    outputs: frozenset[tuple[int, int]] = frozenset()
 
 
 @cache
@@ -124,17 +132,17 @@ class _Walk:
             self.problems.append(msg)
         return False
 
-    def walk_dir(self, dir_abs: bytes, dir_rel: bytes, dir_lower: bytes) -> None:
+    def walk_dir(self, dir_fd: int, dir_abs: bytes, dir_rel: bytes, dir_lower: bytes) -> None:
         try:
-            with os.scandir(dir_abs) as it:
-                children = sorted(it, key=lambda d: d.name)
+            with os.scandir(dir_fd) as it:
+                children = sorted(it, key=lambda d: os.fsencode(d.name))
         except OSError as e:
             self.problems.append(
                 f"{os.fsdecode(dir_rel or b'.')}: cannot read directory: {e.strerror}"
             )
             return
         for child in children:
-            name = child.name
+            name = os.fsencode(child.name)
             rel = dir_rel + b"/" + name if dir_rel else name
             if self.excluder and self.excluder.excluded(rel):
                 continue
@@ -148,20 +156,34 @@ class _Walk:
             except OSError as e:
                 self.problems.append(f"{os.fsdecode(rel)}: cannot stat: {e.strerror}")
                 continue
-            self.add(child.path, rel, dir_lower + b"/" + self.opts.encrypt(name), st)
+            if (st.st_dev, st.st_ino) in self.opts.outputs:
+                self.reporter.note(f"{os.fsdecode(rel)}: file is the archive; not dumped")
+                continue
+            abs_path = dir_abs + b"/" + name
+            self.add(dir_fd, name, abs_path, rel, dir_lower + b"/" + self.opts.encrypt(name), st)
 
-    def add(self, abs_path: bytes, rel: bytes, lower: bytes, st: os.stat_result) -> None:
+    def add(
+        self, dir_fd: int, name: bytes, abs_path: bytes, rel: bytes, lower: bytes, st: os.stat_result
+    ) -> None:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             self.entries.append(self.entry(Kind.DIR, st, lower, rel))
             if self.opts.one_file_system and st.st_dev != self.root_dev:
                 return
-            if not os.access(abs_path, os.R_OK | os.X_OK):
-                self.problems.append(
-                    f"{os.fsdecode(rel)}: cannot read directory: Permission denied"
-                )
+            try:
+                fd = open_dir(name, dir_fd)
+            except OSError as e:
+                self.problems.append(f"{os.fsdecode(rel)}: cannot read directory: {e.strerror}")
                 return
-            self.walk_dir(abs_path, rel, lower)
+            try:
+                if not os.access(b".", os.R_OK | os.X_OK, dir_fd=fd):
+                    self.problems.append(
+                        f"{os.fsdecode(rel)}: cannot read directory: Permission denied"
+                    )
+                    return
+                self.walk_dir(fd, abs_path, rel, lower)
+            finally:
+                os.close(fd)
         elif stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
             first = self.links.get(key) if st.st_nlink > 1 else None
@@ -170,7 +192,7 @@ class _Walk:
                 target = self.entries[first].path
                 self.entries.append(self.entry(Kind.HARDLINK, st, lower, rel, link_target=target))
                 return
-            if not os.access(abs_path, os.R_OK):
+            if not os.access(name, os.R_OK, dir_fd=dir_fd):
                 self.problems.append(f"{os.fsdecode(rel)}: cannot open: Permission denied")
                 return
             if st.st_nlink > 1:
@@ -189,7 +211,7 @@ class _Walk:
             )
         elif stat.S_ISLNK(mode):
             try:
-                target = os.readlink(abs_path)
+                target = os.readlink(name, dir_fd=dir_fd)
             except OSError as e:
                 self.problems.append(f"{os.fsdecode(rel)}: cannot read symlink: {e.strerror}")
                 return
@@ -214,20 +236,27 @@ class _Walk:
 
 def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
     """Walk SOURCE (sorted by name bytes) and return the plan; problems are collected, not raised."""
-    try:
-        st = os.stat(opts.source)
-    except OSError as e:
-        return Plan(
-            entries=(),
-            lower_root=opts.lower_root,
-            problems=(f"{os.fsdecode(opts.source)}: {e.strerror}",),
-        )
+    root_fd = opts.root_fd
+    if root_fd is None:
+        try:
+            root_fd = open_root(opts.source)
+        except OSError as e:
+            return _rejected(opts, f"{os.fsdecode(opts.source)}: {e.strerror}")
+        try:
+            return _build(opts, root_fd, reporter)
+        finally:
+            os.close(root_fd)
+    return _build(opts, root_fd, reporter)
+
+
+def _rejected(opts: PlanOptions, problem: str) -> Plan:
+    return Plan(entries=(), lower_root=opts.lower_root, problems=(problem,))
+
+
+def _build(opts: PlanOptions, root_fd: int, reporter: Reporter) -> Plan:
+    st = os.fstat(root_fd)
     if not stat.S_ISDIR(st.st_mode):
-        return Plan(
-            entries=(),
-            lower_root=opts.lower_root,
-            problems=(f"{os.fsdecode(opts.source)}: not a directory",),
-        )
+        return _rejected(opts, f"{os.fsdecode(opts.source)}: not a directory")
     walk = _Walk(
         opts=opts,
         reporter=reporter,
@@ -252,12 +281,12 @@ def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
             )
         )
     walk.entries.append(walk.entry(Kind.DIR, st, opts.lower_root, b""))
-    if not os.access(opts.source, os.R_OK | os.X_OK):
+    if not os.access(b".", os.R_OK | os.X_OK, dir_fd=root_fd):
         walk.problems.append(
             f"{os.fsdecode(opts.source)}: cannot read directory: Permission denied"
         )
     else:
-        walk.walk_dir(opts.source, b"", opts.lower_root)
+        walk.walk_dir(root_fd, opts.source.rstrip(b"/") or b"/", b"", opts.lower_root)
     entries = walk.entries
     for index, count in walk.link_counts.items():
         if count > 1:
@@ -268,4 +297,3 @@ def build_plan(opts: PlanOptions, reporter: Reporter) -> Plan:
         problems=tuple(walk.problems),
         data_bytes=sum(e.size for e in entries),
     )
-

@@ -1,137 +1,268 @@
 """The encrypting reader: one plan entry → its lower bytes (header, then extents).
 
-The one hot path. It reads each file once with fixed-size buffers and applies GNU tar's rules
-for files that change while read: pad a file that shrank, cut one that grew, flag a changed
-mtime. A helper process (pipeline.Coprocessor) takes work off this one, which also hashes and
-writes:
+The one hot path. A bounded pool of threads reads and encrypts files ahead of the sink:
+`cryptography` (≥ 50) and `hashlib` release the GIL while they work on large buffers, and so
+do the read system calls, so the workers run on every core while this thread, the sink's,
+writes. Everything with semantics stays on the sink's thread, in the order the sink asks:
+key material is drawn, warnings are given and GNU tar's rules for a file that changed while
+read are applied there (`_Changes`, the one place those rules live). Workers only open, read,
+pad and encrypt into buffers they are handed.
 
-* files larger than one slot: the helper encrypts their extents while this process reads
-  ahead (and encrypts a later chunk itself rather than wait);
-* small files, once the sink has said in which order it will ask for them (`expect`): the
-  helper reads and encrypts them in batches ahead of time.
+* Files up to CHUNK bytes are read whole, several to a buffer (a batch, one job).
+* Larger files are opened here and cut into CHUNK-sized jobs, each read with pread.
+* At most `window` buffers of CHUNK bytes are in flight, whatever the tree and `jobs`.
 
-Smaller files without `expect` are encrypted here, where a round trip would cost more than
-the work.
+Files are opened below SOURCE's descriptor only (see `fsio`): never through a symlink, never
+blocking on a FIFO or device that replaced a planned file.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
-import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from .ecryptfs.constants import EXTENT_SIZE
 from .ecryptfs.extent import encrypt_extents, root_iv
 from .ecryptfs.header import build_header
 from .errors import Reporter
-from .keysource import FreshKeys, KeyMaterial, KeySource
+from .fsio import DirHandle, NotRegularFile, TreeDirs, open_regular, pread_full, read_full
+from .keysource import KeyMaterial, KeySource
 from .model import Entry, Kind
-from .pipeline import (
-    BATCH_FILES,
-    BATCH_SLOTS,
-    CHANGED,
-    GREW,
-    IN_FLIGHT,
-    SLOT_SIZE,
-    SLOTS,
-    Coprocessor,
-    SmallFile,
-    SmallResult,
-    Status,
-    open_plain,
-    padded,
-    read_full,
-)
 
-CHUNK = 1 << 20  # bytes of plaintext encrypted per call; a multiple of EXTENT_SIZE
-# Files up to this size are batched for the helper; a batch slot holds at least four.
-SMALL_FILE = SLOT_SIZE // 4
-_ZEROS = bytes(max(CHUNK, SLOT_SIZE))
+CHUNK = 1 << 20  # plaintext bytes per job and per buffer; a multiple of EXTENT_SIZE
+BATCH_FILES = 64  # small files per job: enough to amortise a job's cost, few to wait on
+MAX_QUEUED = 4096  # entries prepared ahead, whatever their size (bounds empty files)
+_ZEROS = bytes(CHUNK)
 Chunk = bytes | bytearray | memoryview
 
 
-def _shrank(entry: Entry, missing: int) -> str:
-    return f"{os.fsdecode(entry.rel)}: file shrank by {missing} bytes; padding with zeros"
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _grew(entry: Entry) -> str:
-    return f"{os.fsdecode(entry.rel)}: file grew while read; cut at {entry.plain_size} bytes"
+def window_for(jobs: int) -> int:
+    """Buffers in flight: each worker busy with one and one done ahead of it, plus the one
+    the sink is writing; 2 + 2·jobs MiB in all (≤ 18 MiB for 8 jobs)."""
+    return 2 * jobs + 2
 
 
-def _changed(entry: Entry) -> str:
-    return f"{os.fsdecode(entry.rel)}: file changed as we read it"
+def padded(size: int) -> int:
+    return -(-size // EXTENT_SIZE) * EXTENT_SIZE
 
 
-class _Plaintext:
-    """One open file read chunk by chunk, padded to whole extents, with GNU tar's rules."""
+class Hashed(Iterator[Chunk]):
+    """Lower bytes whose SHA-256 a worker computed beside the encryption (`sha256`), so the
+    manifest need not hash them again on the sink's thread."""
 
-    def __init__(self, fd: int, entry: Entry, reporter: Reporter) -> None:
-        self.fd = fd
+    __slots__ = ("_chunks", "sha256")
+
+    def __init__(self, chunks: Iterator[Chunk], sha256: bytes) -> None:
+        self._chunks = chunks
+        self.sha256 = sha256
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def _settle(futures: Iterable[Future[None] | None]) -> None:
+    """Wait until these jobs no longer touch their buffers: done, failed or cancelled (close()
+    cancels what has not started; a generator abandoned by the sink is finalised after)."""
+    wait([f for f in futures if f is not None])
+
+
+class _Changes:
+    """GNU tar's rules for a file that changes while it is read, for one file: pad a file that
+    shrank with zeros, cut one that grew at its planned size, warn when the mtime changed."""
+
+    __slots__ = ("entry", "eof", "remaining", "reporter")
+
+    def __init__(self, entry: Entry, reporter: Reporter) -> None:
         self.entry = entry
         self.reporter = reporter
         self.remaining = entry.plain_size
         self.eof = False
 
-    def fill(self, buf: memoryview) -> int:
-        """Read the next chunk (at most len(buf) bytes) into buf; returns its length padded
-        to whole extents, 0 once the planned size is reached."""
-        want = min(len(buf), self.remaining)
-        if want <= 0:
-            return 0
-        got = 0 if self.eof else read_full(self.fd, buf[:want])
+    def read(self, want: int, got: int, error: int = 0) -> bool:
+        """Account one chunk of `want` planned bytes of which `got` were read; returns whether
+        those bytes are to be replaced by zeros (read after the file had already ended)."""
+        stale = self.eof and got > 0
         if got < want and not self.eof:
             self.eof = True
-            self.reporter.warn(_shrank(self.entry, self.remaining - got))
-        size = padded(want)
-        if got < size:
-            buf[got:size] = _ZEROS[: size - got]
+            name = os.fsdecode(self.entry.rel)
+            missing = self.remaining - got
+            if error:
+                self.reporter.warn(
+                    f"{name}: read error ({os.strerror(error)}); {missing} bytes padded with zeros"
+                )
+            else:
+                self.reporter.warn(f"{name}: file shrank by {missing} bytes; padding with zeros")
         self.remaining -= want
-        return size
+        return stale
 
-    def finish(self) -> None:
-        # One fstat tells both: a regular file grew iff its size passed what we planned.
-        st = os.fstat(self.fd)
-        if not self.eof and st.st_size > self.entry.plain_size:
-            self.reporter.warn(_grew(self.entry))
-        elif st.st_mtime_ns != self.entry.mtime_ns:
-            self.reporter.warn(_changed(self.entry))
+    def finish(self, size: int, mtime_ns: int) -> None:
+        """`size` and `mtime_ns` from fstat after the last read."""
+        name = os.fsdecode(self.entry.rel)
+        if not self.eof and size > self.entry.plain_size:
+            self.reporter.warn(f"{name}: file grew while read; cut at {self.entry.plain_size} bytes")
+        elif mtime_ns != self.entry.mtime_ns:
+            self.reporter.warn(f"{name}: file changed as we read it")
 
 
-@dataclass(slots=True)
+def _open_failure(entry: Entry, error: OSError, *, in_path: bool) -> str:
+    name = os.fsdecode(entry.rel)
+    if isinstance(error, FileNotFoundError):
+        return f"{name}: file removed before we read it"
+    if isinstance(error, NotRegularFile) or (not in_path and error.errno == errno.ELOOP):
+        return f"{name}: no longer a regular file; skipped"
+    if in_path and error.errno in (errno.ELOOP, errno.ENOTDIR):
+        return f"{name}: a directory on its path is no longer a directory; skipped"
+    return f"{name}: cannot open: {error.strerror}; skipped"
+
+
+def _fill(fd: int, view: memoryview, want: int, offset: int | None) -> tuple[int, int]:
+    """Read `want` bytes into `view` and zero the rest of it; returns (bytes read, errno)."""
+    error = 0
+    try:
+        got = read_full(fd, view[:want]) if offset is None else pread_full(fd, view[:want], offset)
+    except OSError as e:
+        got, error = 0, e.errno or errno.EIO
+    view[got:] = _ZEROS[: len(view) - got]
+    return got, error
+
+
+class _Small:
+    """One file read whole by a worker into its batch's buffer."""
+
+    __slots__ = (
+        "dir",
+        "entry",
+        "error",
+        "fek",
+        "got",
+        "header",
+        "mtime_ns",
+        "name",
+        "offset",
+        "read_error",
+        "sha256",
+        "size",
+    )
+
+    def __init__(self, entry: Entry, header: bytes, fek: bytes, offset: int) -> None:
+        self.entry = entry
+        self.header = header
+        self.fek = fek
+        self.offset = offset
+        self.dir: DirHandle | None = None
+        self.name = b""
+        self.error: str | None = None  # why it could not be opened, as the warning says it
+        self.got = self.read_error = self.size = self.mtime_ns = 0
+        self.sha256 = b""
+
+    def run(self, buffer: memoryview) -> None:
+        """In a worker: open, read, pad, encrypt, fstat."""
+        handle = self.dir
+        if handle is None:
+            return  # its directory could not be opened (self.error says why)
+        entry = self.entry
+        try:
+            fd, _ = open_regular(self.name, handle.fd)
+        except OSError as e:
+            self.error = _open_failure(entry, e, in_path=False)
+            return
+        finally:
+            handle.release()
+            self.dir = None
+        try:
+            data = buffer[self.offset : self.offset + padded(entry.plain_size)]
+            self.got, self.read_error = _fill(fd, data, entry.plain_size, None)
+            encrypt_extents(self.fek, root_iv(self.fek), 0, data, data)
+            digest = hashlib.sha256(self.header)
+            digest.update(data)
+            self.sha256 = digest.digest()
+            st = os.fstat(fd)
+            self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        finally:
+            os.close(fd)
+
+
 class _Batch:
-    """Small files the helper reads into one batch slot, in the order they will be asked for."""
+    """Small files sharing one buffer and one job."""
 
-    slot: int
-    entries: list[Entry] = field(default_factory=list)
-    materials: list[KeyMaterial] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    ticket: int = 0
-    results: list[SmallResult] | None = None
-    served: int = 0
+    __slots__ = ("buffer", "files", "future", "left", "used")
+
+    def __init__(self, buffer: bytearray) -> None:
+        self.buffer = buffer
+        self.files: list[_Small] = []
+        self.used = 0
+        self.left = 0  # files not yet served to the sink
+        self.future: Future[None] | None = None
+
+    def run(self) -> None:
+        view = memoryview(self.buffer)
+        for small in self.files:
+            small.run(view)
 
 
-class _Ahead:
-    """The expected order of FILE entries, cut into batches of small files and single
-    larger files (handled when asked for)."""
+class _Part:
+    """CHUNK bytes (or the tail) of a large file, read with pread by a worker."""
 
-    def __init__(self, entries: Iterator[Entry]) -> None:
-        self.upcoming = entries
-        self.pushed_back: Entry | None = None
-        self.queue: deque[_Batch | Entry] = deque()
-        self.free = list(range(BATCH_SLOTS))
+    __slots__ = ("buffer", "future", "got", "index", "read_error", "want")
 
-    def next_entry(self) -> Entry | None:
-        if self.pushed_back is not None:
-            entry, self.pushed_back = self.pushed_back, None
-            return entry
-        return next(self.upcoming, None)
+    def __init__(self, buffer: bytearray, index: int, want: int) -> None:
+        self.buffer = buffer
+        self.index = index  # first extent
+        self.want = want
+        self.got = self.read_error = 0
+        self.future: Future[None] | None = None
+
+    def run(self, fd: int, fek: bytes, iv: bytes) -> None:
+        view = memoryview(self.buffer)[: padded(self.want)]
+        self.got, self.read_error = _fill(fd, view, self.want, self.index * EXTENT_SIZE)
+        encrypt_extents(fek, iv, self.index, view, view)
+
+
+class _Large:
+    """A file larger than CHUNK: opened on the sink's thread, its parts read by workers."""
+
+    __slots__ = ("entry", "error", "fd", "fek", "header", "iv", "next_offset", "parts")
+
+    def __init__(self, entry: Entry, header: bytes, fek: bytes) -> None:
+        self.entry = entry
+        self.header = header
+        self.fek = fek
+        self.iv = root_iv(fek)
+        self.fd = -1
+        self.error: str | None = None
+        self.next_offset = 0  # plaintext offset of the next part to schedule
+        self.parts: deque[_Part] = deque()
+
+    @property
+    def scheduled(self) -> bool:
+        return self.error is not None or self.next_offset >= self.entry.plain_size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class EncryptingReader:
     """Yields lower bytes for FILE entries. Chunks are views into reused buffers: consume each
-    before asking for the next."""
+    before asking for the next.
+
+    `expect(entries)` declares the order in which `open` will be asked for FILE entries, so
+    the workers can read ahead; asking in another order stays correct (what was prepared is
+    dropped and the entry is read when asked for)."""
 
     def __init__(
         self,
@@ -139,175 +270,84 @@ class EncryptingReader:
         *,
         filenames_encrypted: bool,
         reporter: Reporter,
-        parallel: bool = True,
+        root_fd: int,
+        jobs: int | None = None,
     ) -> None:
         self.keys = keys
         self.filenames_encrypted = filenames_encrypted
         self.reporter = reporter
-        self.parallel = parallel
-        self._buffer = bytearray(CHUNK)
-        self._helper: Coprocessor | None = None
-        self._ahead: _Ahead | None = None
+        self.jobs = jobs or default_jobs()
+        self.window = window_for(self.jobs)
+        self._dirs = TreeDirs(root_fd)
+        self._pool: ThreadPoolExecutor | None = None
+        self._free: list[bytearray] = []
+        self._allocated = 0
+        self._upcoming: Iterator[Entry] | None = None
+        self._next: Entry | None = None  # taken from _upcoming, waiting for a buffer
+        self._queue: deque[tuple[Entry, _Small | _Large, _Batch | None]] = deque()
+        self._open_batch: _Batch | None = None
+        self._scheduling: _Large | None = None  # the large file whose parts are still to come
 
-    def close(self) -> None:
-        """Stop the helper process, if one was started (also done when garbage collected)."""
-        self._drop_ahead()
-        if self._helper is not None:
-            self._helper.close()
-            self._helper = None
+    # -- public --------------------------------------------------------------------------
 
     def expect(self, entries: Iterable[Entry]) -> None:
-        """Declare the order in which `open` will be asked for FILE entries (other kinds are
-        ignored), so small files can be read and encrypted ahead. Asking in another order
-        stays correct: the reader then drops what it prepared and reads as usual.
-
-        Only fresh keys are drawn ahead; other key sources keep their per-open behaviour."""
-        self._drop_ahead()
-        if self.parallel and isinstance(self.keys, FreshKeys):
-            self._ahead = _Ahead(
-                e for e in entries if e.kind is Kind.FILE and e.data is None and e.source
-            )
-
-    def _helper_process(self) -> Coprocessor:
-        if self._helper is None:
-            self._helper = Coprocessor()
-        return self._helper
+        self._drop()
+        self._upcoming = iter(
+            [e for e in entries if e.kind is Kind.FILE and e.data is None and e.source]
+        )
 
     def open(self, entry: Entry) -> Iterator[Chunk] | None:
-        """The entry's lower bytes, or None when its file vanished (warned; the sink skips it)."""
+        """The entry's lower bytes, or None when its file cannot be read (warned; the sink
+        skips it)."""
         if entry.data is not None:
             return iter((entry.data,))
-        if self._ahead is not None:
-            batch = self._prepared(entry)
-            if batch is not None:
-                return self._from_batch(batch)
-        assert entry.source is not None
-        try:
-            fd = open_plain(entry.source)
-        except FileNotFoundError:
-            self.reporter.warn(f"{os.fsdecode(entry.rel)}: file removed before we read it")
+        if not self._queue:
+            self._schedule()
+        head = self._queue[0][0] if self._queue else None
+        if head is not entry and head != entry:
+            self._drop()
+            self._upcoming = iter((entry,))
+        self._schedule()
+        _, item, batch = self._queue.popleft()
+        if isinstance(item, _Large):
+            if item.error is not None:
+                self.reporter.warn(item.error)
+                return None
+            return self._serve_large(item)
+        assert batch is not None
+        if batch.future is None:
+            self._submit_batch()
+        assert batch.future is not None
+        batch.future.result()
+        if item.error is not None:
+            self._served(batch)
+            self.reporter.warn(item.error)
             return None
-        except OSError as e:
-            self.reporter.warn(f"{os.fsdecode(entry.rel)}: cannot open: {e.strerror}; skipped")
-            return None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self.reporter.warn(f"{os.fsdecode(entry.rel)}: no longer a regular file; skipped")
-            return None
-        return self._stream(entry, fd)
+        return Hashed(self._serve_small(item, batch), item.sha256)
 
     def zero_filled(self, entry: Entry) -> Iterator[Chunk]:
         """A valid lower file of the planned size holding zeros: what an image whose layout is
         fixed stores for a file that could not be read after the plan (the opener warned)."""
         material = self.keys.material(entry)
         yield self._header(entry, material)
-        nothing = _Plaintext(-1, entry, self.reporter)
-        nothing.eof = True  # fill() then pads every chunk with zeros, without a second warning
-        yield from self._encrypt_here(nothing, material.fek)
+        fek = material.fek
+        iv = root_iv(fek)
+        buffer = bytearray(CHUNK)
+        for offset in range(0, entry.plain_size, CHUNK):
+            view = memoryview(buffer)[: padded(min(CHUNK, entry.plain_size - offset))]
+            view[:] = _ZEROS[: len(view)]
+            encrypt_extents(fek, iv, offset // EXTENT_SIZE, view, view)
+            yield view
 
-    # -- small files read ahead -----------------------------------------------------------
+    def close(self) -> None:
+        """Wait for the workers and release every descriptor (also after an interruption)."""
+        self._drop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._dirs.close()
 
-    def _prepared(self, entry: Entry) -> _Batch | None:
-        """The batch holding `entry` next, or None when `entry` is to be read here (a larger
-        file, or the order was not the one expected: then nothing more is read ahead)."""
-        ahead = self._ahead
-        assert ahead is not None
-        queue = ahead.queue
-        # The caller has consumed the previous entry's chunks, so a batch served to its end
-        # can take new files.
-        while queue and isinstance(queue[0], _Batch) and queue[0].served == len(queue[0].entries):
-            ahead.free.append(queue.popleft().slot)  # type: ignore[union-attr]
-        self._read_ahead(ahead)
-        head = queue[0] if queue else None
-        if isinstance(head, _Batch):
-            expected = head.entries[head.served]
-            if expected is entry or expected == entry:
-                return head
-        elif head is not None and (head is entry or head == entry):
-            queue.popleft()
-            return None
-        self._drop_ahead()
-        return None
-
-    def _read_ahead(self, ahead: _Ahead) -> None:
-        """Send batches to the helper until every batch slot is in use."""
-        helper = self._helper_process()
-        while ahead.free:
-            batch = _Batch(slot=ahead.free[-1])
-            offset = 0
-            while len(batch.entries) < BATCH_FILES:
-                entry = ahead.next_entry()
-                if entry is None:
-                    break
-                if entry.plain_size > SMALL_FILE:
-                    if batch.entries:
-                        ahead.pushed_back = entry
-                        break
-                    ahead.queue.append(entry)  # read when asked for; keep filling behind it
-                    continue
-                if offset + padded(entry.plain_size) > SLOT_SIZE:
-                    ahead.pushed_back = entry
-                    break
-                batch.entries.append(entry)
-                batch.materials.append(self.keys.material(entry))
-                batch.offsets.append(offset)
-                offset += padded(entry.plain_size)
-            if not batch.entries:
-                return
-            ahead.free.pop()
-            batch.ticket = helper.submit_batch(
-                batch.slot,
-                [
-                    SmallFile(e.source or b"", e.plain_size, e.mtime_ns, m.fek, root_iv(m.fek), o)
-                    for e, m, o in zip(batch.entries, batch.materials, batch.offsets, strict=True)
-                ],
-            )
-            ahead.queue.append(batch)
-
-    def _drop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is None or self._helper is None:
-            return
-        for item in ahead.queue:
-            if isinstance(item, _Batch) and item.results is None:
-                self._helper.results(item.ticket)  # collect the answer owed
-
-    def _from_batch(self, batch: _Batch) -> Iterator[Chunk] | None:
-        helper = self._helper_process()
-        if batch.results is None:
-            batch.results = helper.results(batch.ticket)
-        i = batch.served
-        batch.served += 1
-        entry, result = batch.entries[i], batch.results[i]
-        name = os.fsdecode(entry.rel)
-        if result.status is Status.VANISHED:
-            self.reporter.warn(f"{name}: file removed before we read it")
-            return None
-        if result.status is Status.OPEN_FAILED:
-            self.reporter.warn(f"{name}: cannot open: {os.strerror(result.error)}; skipped")
-            return None
-        if result.status is Status.NOT_REGULAR:
-            self.reporter.warn(f"{name}: no longer a regular file; skipped")
-            return None
-        start = batch.offsets[i]
-        data = helper.batch_slots[batch.slot][start : start + padded(entry.plain_size)]
-        return self._batched(entry, batch.materials[i], data, result)
-
-    def _batched(
-        self, entry: Entry, material: KeyMaterial, data: memoryview, result: SmallResult
-    ) -> Iterator[Chunk]:
-        yield self._header(entry, material)
-        if result.read < entry.plain_size:
-            self.reporter.warn(_shrank(entry, entry.plain_size - result.read))
-        if data:
-            yield data
-        if result.flags & GREW:
-            self.reporter.warn(_grew(entry))
-        elif result.flags & CHANGED:
-            self.reporter.warn(_changed(entry))
-
-    # -- files read here ------------------------------------------------------------------
+    # -- scheduling (on the sink's thread) -----------------------------------------------
 
     def _header(self, entry: Entry, material: KeyMaterial) -> bytes:
         return build_header(
@@ -317,74 +357,184 @@ class EncryptingReader:
             filenames_encrypted=self.filenames_encrypted,
         )
 
-    def _stream(self, entry: Entry, fd: int) -> Iterator[Chunk]:
-        try:
-            material = self.keys.material(entry)
-            yield self._header(entry, material)
-            source = _Plaintext(fd, entry, self.reporter)
-            fek = material.fek
-            if self.parallel and entry.plain_size > SLOT_SIZE:
-                yield from self._encrypt_in_helper(source, fek)
-            else:
-                yield from self._encrypt_here(source, fek)
-            source.finish()
-        finally:
-            os.close(fd)
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="ecarchive-encrypt")
+        return self._pool
 
-    def _encrypt_here(self, source: _Plaintext, fek: bytes) -> Iterator[Chunk]:
-        buf = memoryview(self._buffer)
-        iv = root_iv(fek)
-        index = 0
-        while size := source.fill(buf):
-            view = buf[:size]
-            encrypt_extents(fek, iv, index, view, view)
-            yield view
-            index += size // EXTENT_SIZE
+    def _buffer(self) -> bytearray | None:
+        if self._free:
+            return self._free.pop()
+        if self._allocated < self.window:
+            self._allocated += 1
+            return bytearray(CHUNK)
+        return None
 
-    def _encrypt_in_helper(self, source: _Plaintext, fek: bytes) -> Iterator[Chunk]:
-        """Share the extents with the helper: it always has work queued, and whenever the
-        next chunk due is still at the helper, this process encrypts a later one itself
-        instead of waiting. Chunks are yielded in file order."""
-        helper = self._helper_process()
-        slots = helper.slots
-        iv = root_iv(fek)
-        free = list(range(SLOTS))
-        due: deque[tuple[int, int, int]] = deque()  # (slot, length, ticket or 0 if done here)
-        queued = 0  # requests the helper has not answered yet
-        index = 0
-
-        def fill() -> tuple[int, int, int]:
-            nonlocal index
-            slot = free.pop()
-            size = source.fill(slots[slot])
-            first = index
-            index += size // EXTENT_SIZE
-            return slot, size, first
-
-        try:
-            while True:
-                while free and source.remaining > 0 and queued < IN_FLIGHT:
-                    slot, size, first = fill()
-                    due.append((slot, size, helper.submit(slot, size, fek, iv, first)))
-                    queued += 1
-                if not due:
+    def _schedule(self) -> None:
+        """Hand work to the workers until the buffers or the expected entries run out. Key
+        material is drawn only for an entry that gets a place, so it is drawn once, in order."""
+        while True:
+            large = self._scheduling
+            if large is not None:
+                if not self._schedule_parts(large):
                     return
-                slot, size, ticket = due[0]
-                if ticket and not helper.ready(ticket) and free and source.remaining > 0:
-                    mine, length, first = fill()
-                    view = slots[mine][:length]
-                    encrypt_extents(fek, iv, first, view, view)
-                    due.append((mine, length, 0))
-                    continue
-                if ticket:
-                    helper.wait(ticket)
-                    queued -= 1
-                due.popleft()
-                yield slots[slot][:size]
-                free.append(slot)
+                self._scheduling = None
+            if len(self._queue) >= MAX_QUEUED:
+                break
+            entry = self._peek()
+            if entry is None:
+                break
+            if entry.plain_size > CHUNK:
+                self._next = None
+                material = self.keys.material(entry)
+                large = _Large(entry, self._header(entry, material), material.fek)
+                self._queue.append((entry, large, None))
+                self._open_large(large)
+                self._scheduling = large
+                continue
+            batch = self._batch_for(padded(entry.plain_size))
+            if batch is None:
+                break
+            self._next = None
+            material = self.keys.material(entry)
+            self._add_small(batch, entry, self._header(entry, material), material.fek)
+        self._submit_batch()
+
+    def _peek(self) -> Entry | None:
+        if self._next is None and self._upcoming is not None:
+            self._next = next(self._upcoming, None)
+            if self._next is None:
+                self._upcoming = None
+        return self._next
+
+    def _batch_for(self, size: int) -> _Batch | None:
+        """The batch a small file of `size` padded bytes goes into, or None: no buffer free."""
+        batch = self._open_batch
+        if batch is not None and (batch.used + size > CHUNK or len(batch.files) >= BATCH_FILES):
+            self._submit_batch()
+            batch = None
+        if batch is None:
+            buffer = self._buffer()
+            if buffer is None:
+                return None
+            batch = self._open_batch = _Batch(buffer)
+        return batch
+
+    def _add_small(self, batch: _Batch, entry: Entry, header: bytes, fek: bytes) -> None:
+        small = _Small(entry, header, fek, batch.used)
+        try:
+            small.dir, small.name = self._dirs.parent(entry.rel)
+        except OSError as e:
+            small.error = _open_failure(entry, e, in_path=True)
+        batch.files.append(small)
+        batch.used += padded(entry.plain_size)
+        batch.left += 1
+        self._queue.append((entry, small, batch))
+
+    def _submit_batch(self) -> None:
+        batch, self._open_batch = self._open_batch, None
+        if batch is not None:
+            batch.future = self._executor().submit(batch.run)
+
+    def _open_large(self, large: _Large) -> None:
+        try:
+            handle, name = self._dirs.parent(large.entry.rel)
+        except OSError as e:
+            large.error = _open_failure(large.entry, e, in_path=True)
+            return
+        try:
+            large.fd, _ = open_regular(name, handle.fd)
+        except OSError as e:
+            large.error = _open_failure(large.entry, e, in_path=False)
         finally:
-            # Abandoned midway (the sink failed): collect the answers still owed, so they
-            # are not mistaken for later ones.
-            for _, _, ticket in due:
-                if ticket:
-                    helper.wait(ticket)
+            handle.release()
+
+    def _schedule_parts(self, large: _Large) -> bool:
+        """Submit the large file's remaining parts while buffers last; True when all are."""
+        pool = self._executor()
+        size = large.entry.plain_size
+        while not large.scheduled:
+            buffer = self._buffer()
+            if buffer is None:
+                return False
+            offset = large.next_offset
+            part = _Part(buffer, offset // EXTENT_SIZE, min(CHUNK, size - offset))
+            part.future = pool.submit(part.run, large.fd, large.fek, large.iv)
+            large.parts.append(part)
+            large.next_offset += CHUNK
+        return True
+
+    def _drop(self) -> None:
+        """Forget what was prepared: wait for its jobs, then release buffers and files."""
+        self._submit_batch()
+        for _, item, batch in self._queue:
+            if isinstance(item, _Large):
+                _settle(part.future for part in item.parts)
+                self._free.extend(part.buffer for part in item.parts)
+                item.parts.clear()
+                item.close()
+            else:
+                assert batch is not None
+                _settle((batch.future,))
+                if item.dir is not None:
+                    item.dir.release()
+                    item.dir = None
+                self._served(batch)
+        self._queue.clear()
+        self._scheduling = None
+        self._upcoming = None
+        self._next = None
+
+    def _served(self, batch: _Batch) -> None:
+        batch.left -= 1
+        if batch.left == 0:
+            self._free.append(batch.buffer)
+
+    # -- serving (on the sink's thread) --------------------------------------------------
+
+    def _serve_small(self, small: _Small, batch: _Batch) -> Iterator[Chunk]:
+        try:
+            entry = small.entry
+            yield small.header
+            changes = _Changes(entry, self.reporter)
+            changes.read(entry.plain_size, small.got, small.read_error)
+            data = memoryview(batch.buffer)[small.offset : small.offset + padded(entry.plain_size)]
+            if data:
+                yield data
+            changes.finish(small.size, small.mtime_ns)
+        finally:
+            self._served(batch)
+
+    def _serve_large(self, large: _Large) -> Iterator[Chunk]:
+        try:
+            yield large.header
+            changes = _Changes(large.entry, self.reporter)
+            while True:
+                if not large.parts:
+                    self._schedule()
+                    if not large.parts:
+                        break
+                part = large.parts[0]
+                assert part.future is not None
+                part.future.result()
+                view = memoryview(part.buffer)[: padded(part.want)]
+                if changes.read(part.want, part.got, part.read_error):
+                    # read again after the file had ended (it grew back): zeros, as a serial
+                    # reader that stopped at the end would have stored
+                    view[:] = _ZEROS[: len(view)]
+                    encrypt_extents(large.fek, large.iv, part.index, view, view)
+                yield view
+                large.parts.popleft()
+                self._free.append(part.buffer)
+            st = os.fstat(large.fd)
+            changes.finish(st.st_size, st.st_mtime_ns)
+        finally:
+            # abandoned midway (the sink failed, or the run was interrupted)
+            _settle(part.future for part in large.parts)
+            self._free.extend(part.buffer for part in large.parts)
+            large.parts.clear()
+            if self._scheduling is large:
+                self._scheduling = None
+                large.next_offset = large.entry.plain_size
+            large.close()
+

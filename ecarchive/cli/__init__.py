@@ -7,11 +7,12 @@ Every verb module has `add_parser(sub, prog)`, which registers its options and s
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import EXIT_FATAL, EcarchiveError, PlanRejected, Reporter
+from ..errors import EXIT_FATAL, EcarchiveError, Interrupted, PlanRejected, Reporter
 from . import create, keys, restore, verify
 from . import list as list_
 from ._options import EXAMPLES, PROG
@@ -68,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EcarchiveError as e:
         _fatal(e)
         return e.exit_code
+    except Interrupted as e:
+        print(f"{PROG}: interrupted by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from .. import api
-from ..errors import Reporter, UsageError
+from ..errors import Interrupted, Reporter, UsageError
 from ..iso import SECTOR_SIZE
 from ..keystore import XATTR_NAME
 from ..output import Output
 from ..plan import read_exclude_file
+from ..sinks.base import ArchiveFormat
 from ._options import (
     EXAMPLES,
     Subparsers,
@@ -41,7 +45,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--format",
-        choices=["tar", "iso"],
+        choices=[f.value for f in ArchiveFormat],
         help="archive format (default: from OUT's extension, else iso with --media, else tar)",
     )
     out.add_argument(
@@ -71,7 +75,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         "--volume-command",
         metavar="CMD",
         help="pipe each volume into the shell command CMD, waiting for Enter between; "
-        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...) and $ECARCHIVE_VOLUMES (the count)",
+        "CMD sees $ECARCHIVE_VOLUME (1, 2, ...), $ECARCHIVE_VOLUMES (the count) and, for ISO, "
+        "the volume's size in $ECARCHIVE_VOLUME_BYTES and $ECARCHIVE_VOLUME_SECTORS",
     )
     add_key_options(c)
     c.add_argument(
@@ -131,10 +136,33 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="new key for a file whose size or mtime changed",
     )
+    c.add_argument(
+        "-j",
+        "--jobs",
+        metavar="N",
+        type=int,
+        help="threads reading and encrypting (default: one per CPU)",
+    )
     add_progress_options(c)
     add_passphrase_options(c)
     c.set_defaults(run=run)
     return c
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does: the output is cleaned up and the run
+    ends with a message, instead of the process dying with a truncated archive."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -178,7 +206,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter=reporter,
     )
     if args.print_size:
-        if fmt != "iso":
+        if fmt is not ArchiveFormat.ISO:
             raise UsageError("--print-size is exact for ISO images only", hint="add --format iso")
         _print_sizes(api.image_sizes(args.source, format=fmt, **common), args.unit, args.volume)
         return 0
@@ -186,18 +214,20 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         raise UsageError("--unit goes with --print-size")
     if not args.media:
         Output(args.output).check_not_terminal()  # before the passphrase prompt
-    return api.create(
-        args.source,
-        args.output,
-        passphrase=passphrase(args, confirm=True),
-        format=fmt,
-        cipher=args.cipher,
-        volume=args.volume,
-        volume_command=args.volume_command,
-        stable_keys=args.stable_keys,
-        key_store=args.key_store,
-        rotate_keys_on_change=args.rotate_keys_on_change,
-        progress=want_progress(args),
-        summary=not args.quiet,
-        **common,
-    )
+    with interrupted_by_signals():
+        return api.create(
+            args.source,
+            args.output,
+            passphrase=passphrase(args, confirm=True),
+            format=fmt,
+            cipher=args.cipher,
+            volume=args.volume,
+            volume_command=args.volume_command,
+            stable_keys=args.stable_keys,
+            key_store=args.key_store,
+            rotate_keys_on_change=args.rotate_keys_on_change,
+            jobs=args.jobs,
+            progress=want_progress(args),
+            summary=not args.quiet,
+            **common,
+        )

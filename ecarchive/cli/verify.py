@@ -7,6 +7,7 @@ import argparse
 from .. import api
 from ..errors import Reporter
 from ._options import Subparsers, add_passphrase_options, optional_passphrase
+from ._pipe import quiet_on_broken_pipe
 
 
 def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
@@ -26,6 +27,11 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="ask for the passphrase on the terminal (verify never asks otherwise)",
     )
+    v.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per problem and line, then a summary object",
+    )
     add_passphrase_options(v)
     v.set_defaults(run=run)
     return v
@@ -33,9 +39,13 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     prompt = bool(args.ask_passphrase or args.against)
-    return api.verify(
-        args.archive,
-        passphrase=optional_passphrase(args, prompt=prompt),
-        against=args.against,
-        reporter=reporter,
+    secret = optional_passphrase(args, prompt=prompt)
+    return quiet_on_broken_pipe(
+        lambda: api.verify(
+            args.archive,
+            passphrase=secret,
+            against=args.against,
+            reporter=reporter,
+            as_json=args.json,
+        )
     )

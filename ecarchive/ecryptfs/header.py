@@ -25,6 +25,7 @@ from .constants import (
     HEADER_READ_SIZE,
     HEADER_SIZE,
     MAGIC_MARKER,
+    MARKER_BYTES,
     MINIMUM_HEADER_EXTENT_SIZE,
     OTHER_CIPHER_CODES,
     PACKET_SET_OFFSET,
@@ -32,6 +33,7 @@ from .constants import (
     S2K_ITERATED_SALTED,
     SALT_SIZE,
     SIG_SIZE,
+    SIZE_FIELD_BYTES,
     TAG_1_PACKET,
     TAG_3_PACKET,
     TAG_3_VERSION,
@@ -73,9 +75,20 @@ def wrap_feks(feks: bytes, fek_len: int, key: KeyringKey) -> bytes:
     return ecb(key.prefix(fek_len), feks, decrypt=False)
 
 
+def fek_size(cipher_code: int, efek_bytes: int) -> int:
+    """The file key's size (parse_tag_3_packet: 24 for the AES-192 code, else the EFEK's
+    length); HeaderError when that is no AES key, or the EFEK no whole number of AES blocks
+    (the kernel's decrypt_passphrase_encrypted_session_key then fails)."""
+    aes192 = cipher_code == AES_CODES[_AES192_KEY_BYTES]
+    size = _AES192_KEY_BYTES if aes192 else efek_bytes
+    if size not in AES_CODES or efek_bytes % AES_BLOCK or (aes192 and efek_bytes < size):
+        raise HeaderError(f"tag 3 packet's encrypted key of {efek_bytes} bytes is no AES key")
+    return size
+
+
 def unwrap_fek(efek: bytes, cipher_code: int, key: KeyringKey) -> bytes:
     """decrypt_passphrase_encrypted_session_key: key size from the code for AES-192, else len(EFEK)."""
-    key_size = _AES192_KEY_BYTES if cipher_code == AES_CODES[_AES192_KEY_BYTES] else len(efek)
+    key_size = fek_size(cipher_code, len(efek))
     return ecb(key.prefix(key_size), efek, decrypt=True)[:key_size]
 
 
@@ -163,7 +176,10 @@ def _parse_tag3(data: bytes, pos: int) -> tuple[int, int, bytes, bytes]:
     if code not in AES_CODES.values() and code not in OTHER_CIPHER_CODES:
         raise HeaderError(f"tag 3 packet names unknown cipher code 0x{code:02x}")
     salt = data[start + 4 : start + 4 + SALT_SIZE]
-    return end, code, salt, data[start + _TAG_3_FIXED_BODY : end]
+    efek = data[start + _TAG_3_FIXED_BODY : end]
+    if code in AES_CODES.values():
+        fek_size(code, len(efek))
+    return end, code, salt, efek
 
 
 def _parse_tag11(data: bytes, pos: int) -> tuple[int, bytes]:
@@ -178,6 +194,17 @@ def _parse_tag11(data: bytes, pos: int) -> tuple[int, bytes]:
     if data[start] != TAG_11_FORMAT_BINARY or data[start + 1] != len(TAG_11_FILENAME):
         raise HeaderError("tag 11 packet has a bad format")
     return end, data[end - SIG_SIZE : end]
+
+
+MARKER_PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # what has_marker needs to see
+
+
+def has_marker(first_bytes: bytes) -> bool:
+    """ecryptfs_validate_marker on a lower file's first bytes (the marker follows the size)."""
+    if len(first_bytes) < MARKER_PEEK_BYTES:
+        return False
+    m1, m2 = struct.unpack_from(">II", first_bytes, SIZE_FIELD_BYTES)
+    return bool(m1 ^ m2 == MAGIC_MARKER)
 
 
 def parse_header(first_page: bytes) -> Header:

@@ -17,6 +17,8 @@ from libarchive.exception import ArchiveError
 
 from ..errors import OutputFailed
 from ..model import FILE_TYPE, Entry, Kind
+from .base import Opener, Sink
+from .tarsize import tar_size_bound
 
 # libarchive-c's copy_link picks symlink vs hard link from flags we cannot set; call the
 # explicit setters of libarchive itself.
@@ -27,7 +29,6 @@ _copy_hardlink = ffi.libarchive.archive_entry_copy_hardlink
 _copy_hardlink.argtypes = [ffi.c_archive_entry_p, ctypes.c_char_p]
 _copy_hardlink.restype = None
 
-Opener = Callable[[Entry], "Iterator[bytes | bytearray | memoryview] | None"]
 BLOCK_SIZE = 1 << 20  # libarchive's default 10 KiB blocks cost a third of the pipe throughput
 
 
@@ -139,3 +140,13 @@ def write_tar(
         writer.abort()
         raise
     return writer.close()
+
+
+class TarSink(Sink):
+    """A pax tar through libarchive: a FILE that cannot be read is left out."""
+
+    def size(self) -> int:
+        return tar_size_bound(self.entries)
+
+    def write(self, open_data: Opener, fd: int) -> int:
+        return write_tar(self.entries, open_data, fd)

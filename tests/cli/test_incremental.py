@@ -4,6 +4,7 @@ level after no change is only directories, an interrupted run keeps the snapshot
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -303,15 +304,20 @@ def test_altered_deletion_list_or_chain_line_is_refused(
         ("MANIFEST.deleted", lambda data: data + victim.encode() + b"\0"),
         ("MANIFEST.ecarchive", lambda data: data.replace(b" level 1 ", b" level 7 ")),
     ):
-        tree = work / f"altered-{name}"
-        with tarfile.open(l1) as t:
-            t.extractall(tree, filter="fully_trusted")
-        path = tree / name
-        data = path.read_bytes()
-        path.write_bytes(edit(data))
-        assert path.read_bytes() != data
+        altered = work / f"altered-{name}.tar"
+        with tarfile.open(l1) as t, tarfile.open(altered, "w") as out:
+            for member in t.getmembers():
+                source = t.extractfile(member) if member.isfile() else None
+                if member.name == name:
+                    assert source is not None
+                    data = source.read()
+                    new = edit(data)
+                    assert new != data
+                    member.size = len(new)
+                    source = io.BytesIO(new)
+                out.addfile(member, source)
         dest = work / f"dest-{name}"
-        r = restore(l0, tree, dest)
+        r = restore(l0, altered, dest)
         assert r.returncode == 2, r.stderr.decode()
         assert b"does not match the manifest" in r.stderr or b"does not verify" in r.stderr
         assert not dest.exists()

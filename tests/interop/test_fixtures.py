@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from ecarchive.decoder import Keys
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter, WrongPassphrase
-from ecarchive.restore import list_archive, restore_archive
+from ecarchive.read.decode import Keys
+from ecarchive.read.restore import list_archive, restore_archive
 from tests.support.restore_stdin import restore_from_stdin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -385,8 +385,8 @@ def test_symlink_targets_reproduced_byte_for_byte(variant: str, expected: dict[s
 
 def test_key_detection_reports_the_convention(variant: str, tmp_path: Path) -> None:
     """What the decoder learned from the archive: FNEK convention and name key size."""
-    from ecarchive.archive_reader import open_lower_tree
-    from ecarchive.decoder import Decoder
+    from ecarchive.read.decode import Decoder
+    from ecarchive.read.members import open_lower_tree
 
     mode, key_bytes = VARIANTS[variant]
     keys = Keys(PASSPHRASE)

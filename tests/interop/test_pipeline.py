@@ -1,4 +1,4 @@
-"""The reader's fast paths (helper process, read-ahead) write the same bytes as the plain one."""
+"""The threaded reader writes the same bytes as the plain computation, for every --jobs."""
 
 from __future__ import annotations
 
@@ -17,12 +17,8 @@ def sizes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_serial_helper_and_read_ahead_identical(sizes_tree: Path) -> None:
+def test_every_jobs_count_identical(sizes_tree: Path) -> None:
     check.check_same(sizes_tree)
-
-
-def test_every_split_between_processes_identical(sizes_tree: Path) -> None:
-    check.check_splits(sizes_tree)
 
 
 def test_abandoned_reader_is_reusable(sizes_tree: Path) -> None:

@@ -1,5 +1,6 @@
 """A file that vanishes between the pre-scan and its turn: tar leaves it out, ISO keeps a
-valid (zero-filled) eCryptfs file in the extent its layout already reserved."""
+valid (zero-filled) eCryptfs file in the extent its layout already reserved. Both manifests
+mark it ABSENT, and restore does not bring the zeros back."""
 
 from __future__ import annotations
 
@@ -7,21 +8,33 @@ import io
 import os
 from pathlib import Path
 
+import libarchive
 import pytest
 
 from ecarchive.create import Format, write_volume
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter
+from ecarchive.fsio import open_root
 from ecarchive.keysource import FreshKeys
-from ecarchive.manifest import Facts, ManifestBuilder, append_manifest
+from ecarchive.manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, parse
 from ecarchive.plan import PlanOptions, build_plan
 from ecarchive.progress import Progress
+from ecarchive.read.restore import restore_archive
 from ecarchive.reader import EncryptingReader
-from ecarchive.restore import restore_archive
+from ecarchive.sinks.base import ArchiveFormat
 from tests.cli.conftest import PASSPHRASE, run_cli
 
 KEYS = derive_keyset(PASSPHRASE.encode(), FnekMode.SEPARATE)
+
+
+def _member(archive: Path, name: bytes) -> bytes:
+    """One member's data, read by libarchive (a tar or an ISO image)."""
+    with libarchive.file_reader(str(archive)) as members:
+        for entry in members:
+            if os.fsencode(entry.pathname) == name:
+                return b"".join(entry.get_blocks())
+    raise AssertionError(f"{name!r} not in {archive}")
 
 
 @pytest.mark.parametrize("fmt_name", ["tar", "iso"])
@@ -51,11 +64,12 @@ def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
         created_ns=0,
     )
     entries = append_manifest(plan.entries, facts)
-    fmt = Format(fmt_name, "TEST", 0)
+    fmt = Format(ArchiveFormat(fmt_name), "TEST", 0)
     expected_size = fmt.size(entries)
     (src / "gone.bin").unlink()
+    root_fd = open_root(os.fsencode(src))
     reader = EncryptingReader(
-        FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter
+        FreshKeys(KEYS.file_key, 16), filenames_encrypted=True, reporter=reporter, root_fd=root_fd
     )
     out = tmp_path / f"a.{fmt_name}"
     with open(out, "wb") as f:
@@ -68,16 +82,22 @@ def test_vanished_file(tmp_path: Path, fmt_name: str) -> None:
             reporter,
             ManifestBuilder(entries, facts, KEYS.file_key),
         )
+    reader.close()
+    os.close(root_fd)
     assert reporter.exit_code == 1
     assert any("gone.bin: file removed before we read it" in w for w in reporter.warnings)
     if fmt_name == "iso":
         assert out.stat().st_size == expected_size
+    gone_lower = encrypt_name(b"gone.bin", fnek, 16)
+    manifest = parse(_member(out, MANIFEST_NAME))
+    assert [line.absent for line in manifest.lines if line.path.endswith(gone_lower)] == [True]
     dest = tmp_path / "out"
-    restore_archive(str(out), str(dest), PASSPHRASE.encode(), Reporter(stream=io.StringIO()))
+    restored = Reporter(stream=io.StringIO())
+    restore_archive(str(out), str(dest), PASSPHRASE.encode(), restored)
     assert (dest / "kept.bin").read_bytes() == b"kept\n"
+    assert not (dest / "gone.bin").exists()  # an ISO's zero-filled placeholder is not restored
     if fmt_name == "iso":
-        assert (dest / "gone.bin").read_bytes() == bytes(10_000)
-    else:
-        assert not (dest / "gone.bin").exists()
+        assert restored.exit_code == 1
+        assert [w for w in restored.warnings if "gone.bin: vanished" in w]
     r = run_cli(["verify", str(out)])
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()

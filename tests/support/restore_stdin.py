@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 _CODE = """\
 import sys
 from ecarchive.errors import Reporter, EcarchiveError
-from ecarchive.restore import restore_archive
+from ecarchive.read.restore import restore_archive
 r = Reporter()
 try:
     restore_archive('-', sys.argv[1], sys.argv[2].encode('latin-1'), r)

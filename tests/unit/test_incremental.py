@@ -17,7 +17,6 @@ from ecarchive.chain import (
     check_order,
     volumes_in_order,
 )
-from ecarchive.decoder import Keys
 from ecarchive.ecryptfs.keys import derive_key
 from ecarchive.errors import Reporter
 from ecarchive.incremental import (
@@ -35,6 +34,7 @@ from ecarchive.incremental import (
 from ecarchive.manifest import Facts, manifest_size, parse, render
 from ecarchive.model import Entry, Kind
 from ecarchive.plan import PlanOptions, build_plan
+from ecarchive.read.decode import Keys
 
 KEYING = Keying("0123456789abcdef", None, 16, b"Private")
 

@@ -21,16 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecarchive.archive_reader import UnsafePath, split_member_path
-from ecarchive.decoder import CHUNK
 from ecarchive.ecryptfs.constants import EXTENT_SIZE
 from ecarchive.ecryptfs.extent import encrypt_extents, root_iv
 from ecarchive.ecryptfs.header import build_header, key_packets, wrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
-from ecarchive.errors import Reporter, WrongPassphrase
-from ecarchive.listing import escape_path, list_archive
-from ecarchive.restore import restore_archive
+from ecarchive.errors import NoArchiveFound, Reporter, WrongPassphrase
+from ecarchive.read.decode import CHUNK
+from ecarchive.read.listing import escape_path, list_archive
+from ecarchive.read.members import UnsafePath, split_member_path
+from ecarchive.read.restore import restore_archive
 from tests.support.restore_stdin import restore_from_stdin
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,19 +194,24 @@ def test_wrong_passphrase_found_before_any_directory_is_made(tmp_path: Path) -> 
     assert os.readlink(dest / "a" / "b" / "link") == "x"
 
 
-def test_tree_without_files_or_encrypted_names_restores(tmp_path: Path) -> None:
-    tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
+def test_tree_without_files_or_encrypted_names_restores_beside_restore_txt(
+    tmp_path: Path,
+) -> None:
+    """Nothing in it carries a signature: the plain RESTORE.txt beside it makes it an archive."""
+    tree = LowerTree(tmp_path / "archive" / "Private", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
     tree.dir("only-dirs")
+    (tmp_path / "archive" / "RESTORE.txt").write_bytes(b"how to restore\n")
     reporter = _quiet()
-    restore_archive(str(tree.root), str(tmp_path / "out"), PASSPHRASE, reporter)
+    restore_archive(str(tmp_path / "archive"), str(tmp_path / "out"), PASSPHRASE, reporter)
     assert (tmp_path / "out" / "only-dirs").is_dir()
 
 
-def test_empty_archive_gives_empty_dest(tmp_path: Path) -> None:
+def test_empty_directory_is_no_archive(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    restore_archive(str(empty), str(tmp_path / "out"), PASSPHRASE, _quiet())
-    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(NoArchiveFound, match="no ecarchive archive found"):
+        restore_archive(str(empty), str(tmp_path / "out"), PASSPHRASE, _quiet())
+    assert not (tmp_path / "out").exists()
 
 
 def test_plain_restore_txt_is_ignored_but_an_ecryptfs_one_is_restored(tmp_path: Path) -> None:
@@ -455,3 +460,21 @@ def test_property_sizes_and_names(
     restored = out / os.fsdecode(name)
     for i, data in enumerate(contents):
         assert (restored / f"f{i}").read_bytes() == data
+
+
+def test_zero_extents_come_back_as_holes(tmp_path: Path) -> None:
+    """A sparse VM image: runs of all-zero plaintext extents are seeked over, not written."""
+    tree = LowerTree(tmp_path / "lower", derive_keyset(PASSPHRASE, FnekMode.OFF), 16)
+    head, tail = _pattern(CHUNK + 100), _pattern(3 * EXTENT_SIZE + 5)
+    data = head + bytes(16 * CHUNK + 123) + tail
+    tree.file("vm.img", data)
+    tree.file("zeros-at-the-end", _pattern(10) + bytes(4 * CHUNK))
+    reporter = _quiet()
+    restore_archive(str(tree.root), str(tmp_path / "out"), PASSPHRASE, reporter)
+    assert reporter.warnings == []
+    image = tmp_path / "out" / "vm.img"
+    assert image.read_bytes() == data
+    assert image.stat().st_blocks * 512 < 4 * CHUNK
+    ending = tmp_path / "out" / "zeros-at-the-end"
+    assert ending.read_bytes() == _pattern(10) + bytes(4 * CHUNK)
+    assert ending.stat().st_blocks * 512 < CHUNK

@@ -29,18 +29,27 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .ecryptfs.constants import MAGIC_MARKER, MARKER_BYTES, SIZE_FIELD_BYTES
-from .errors import ArchiveUnreadable, Reporter
-from .model import KIND_OF_FILE_TYPE, Kind
+from ..display import escape_path
+from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
+from ..ecryptfs.names import is_encrypted_name
+from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
+from ..manifest import MANIFEST_NAME
+from ..model import KIND_OF_FILE_TYPE, Kind
 
 STDIN = "-"
 RESTORE_NAME = b"RESTORE.txt"
 MANIFEST_PREFIX = b"MANIFEST"
 # libarchive reads in blocks of this size; its default (st_blksize, 4 KiB) costs syscalls
 READ_BLOCK = 1 << 20
-_PEEK_BYTES = SIZE_FIELD_BYTES + MARKER_BYTES  # enough to see the eCryptfs marker
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
+_UNRECOGNISED = "Unrecognized archive format"
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _NOATIME
+MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _NS = 1_000_000_000
+
+_sparse_count = ffi.libarchive.archive_entry_sparse_count
+_sparse_count.argtypes = [ctypes.c_void_p]
+_sparse_count.restype = ctypes.c_int
 
 Progress = Callable[[int], None]
 Path = tuple[bytes, ...]  # components below the lower root, never empty, never "." or ".."
@@ -76,7 +85,7 @@ class LowerEntry:
 
     @property
     def display(self) -> str:
-        return os.fsdecode(b"/".join(self.path))
+        return escape_path(b"/".join(self.path))
 
 
 class UnsafePath(ValueError):
@@ -91,15 +100,6 @@ def split_member_path(raw: bytes) -> Path:
     if b".." in parts:
         raise UnsafePath("path contains '..'")
     return parts
-
-
-def has_ecryptfs_marker(first_bytes: bytes) -> bool:
-    """ecryptfs_validate_marker on the bytes after the 8-byte size field."""
-    if len(first_bytes) < _PEEK_BYTES:
-        return False
-    m1 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES : SIZE_FIELD_BYTES + 4], "big")
-    m2 = int.from_bytes(first_bytes[SIZE_FIELD_BYTES + 4 : _PEEK_BYTES], "big")
-    return m1 ^ m2 == MAGIC_MARKER
 
 
 def is_side_file_name(name: bytes) -> bool:
@@ -126,7 +126,7 @@ class _Peeked:
 
 
 def _peek(reader: DataReader) -> tuple[bytes, DataReader]:
-    buf = bytearray(_PEEK_BYTES)
+    buf = bytearray(MARKER_PEEK_BYTES)
     n = reader.readinto(memoryview(buf))
     head = bytes(buf[:n])
     return head, _Peeked(head, reader)
@@ -201,16 +201,26 @@ def _archive_members(
             link_path = split_member_path(hard) if hard else ()
         except UnsafePath as why:
             if reporter:
-                reporter.warn(f"{os.fsdecode(raw)}: {why}; skipped")
+                reporter.warn(f"{escape_path(raw)}: {why}; skipped")
             continue
         if not path:
             continue  # the archive's own "./"
         kind = _kind_of(ffi.entry_filetype(e), bool(hard))
         if kind is None:
             if reporter:
-                reporter.warn(f"{os.fsdecode(raw)}: unsupported member type; skipped")
+                reporter.warn(f"{escape_path(raw)}: unsupported member type; skipped")
             continue
         size = ffi.entry_size(e) if ffi.entry_size_is_set(e) else 0
+        if kind is Kind.FILE and _sparse_count(e) > 0:
+            # ecarchive never writes sparse members: the holes would be read as zeros and
+            # "decrypted" into a fully allocated file of garbage of whatever size the map claims
+            if reporter:
+                reporter.warn(
+                    f"{escape_path(raw)}: sparse member, its data is not in the archive; skipped"
+                )
+            if progress:
+                progress(size)
+            continue
         data = _ArchiveData(a, progress) if kind is Kind.FILE else None
         lower = LowerEntry(
             kind=kind,
@@ -236,82 +246,133 @@ def _archive_members(
 
 
 @contextmanager
-def _open_archive(source: str) -> Iterator[Any]:
+def open_archive(source: str) -> Iterator[Any]:
+    """libarchive reading only the formats ecarchive writes: tar (any compression) and ISO
+    9660. With every format enabled a text file or a blank disc is "read" as an mtree or empty
+    archive; here it fails, so a foreign input is found at once."""
+    a = ffi.read_new()
     try:
-        with libarchive.read.new_archive_read() as a:
-            if source == STDIN:
-                ffi.read_open_fd(a, 0, READ_BLOCK)
-            else:
-                ffi.read_open_filename_w(a, source, READ_BLOCK)
-            yield libarchive.read.ArchiveRead(a)
+        ffi.read_support_filter_all(a)
+        ffi.read_support_format_tar(a)
+        ffi.read_support_format_iso9660(a)
+        if source == STDIN:
+            ffi.read_open_fd(a, 0, READ_BLOCK)
+        else:
+            ffi.read_open_filename_w(a, source, READ_BLOCK)
+        yield libarchive.read.ArchiveRead(a)
     except ArchiveError as err:
-        raise ArchiveUnreadable(f"{source}: cannot read the archive: {err.msg}") from err
+        # "Unrecognized archive format" says nothing more; other reasons (a cut image) may help
+        detail = "" if _UNRECOGNISED in str(err.msg) else f" ({err.msg})"
+        raise NoArchiveFound(f"{source}: no ecarchive archive found{detail}") from err
+    finally:
+        ffi.read_free(a)
+
+
+def _is_iso(archive: Any) -> bool:
+    return bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660")
+
+
+def _read_bounded(data: DataReader, limit: int) -> bytes | None:
+    """All of a small member, or None when it holds more than `limit` bytes."""
+    out = bytearray()
+    buf = memoryview(bytearray(1 << 16))
+    while n := data.readinto(buf):
+        out += buf[:n]
+        if len(out) > limit:
+            return None
+    return bytes(out)
 
 
 class LowerTree:
-    """The entries of a lower tree, plus what only the end of a stream can tell.
+    """The entries of a lower tree, plus what the archive showed beside them.
 
-    `late_wrapper` is set once `entries` is exhausted when a stream turned out to hold the
-    wrapped layout although its lower directory came before RESTORE.txt (libarchive lists an
-    ISO image's directories before its files): the consumer then has everything under that
-    top-level directory one level too deep, and moves it up.
+    `side_files` is set once a plain RESTORE.txt or MANIFEST* was met (an ecarchive archive
+    even if its lower tree is empty); `manifest` holds MANIFEST.ecarchive's bytes once read
+    (for a stream, usually only when `entries` is exhausted); `lower_root` is the archive path
+    of the lower root (b"" when it is the top level), to match manifest paths.
     """
 
-    def __init__(self, entries: Iterator[LowerEntry]) -> None:
+    def __init__(self, entries: Iterator[LowerEntry], lower_root: bytes = b"") -> None:
         self.entries = entries
-        self.late_wrapper: bytes | None = None
+        self.side_files = False
+        self.manifest: bytes | None = None
+        self.lower_root = lower_root
+
+
+# Which top-level directory of an ISO image is the lower root, decided before its first member
+# is used (libarchive lists an image's directories before its files, so RESTORE.txt comes late).
+IsoWrapper = Callable[[Path], "bytes | None"]
 
 
 class _StreamLayout(LowerTree):
-    """One-pass layout decision: a plain RESTORE.txt/MANIFEST* first means the wrapped layout;
-    otherwise entries pass through and the top level is judged at the end."""
+    """One-pass layout decision: a plain RESTORE.txt/MANIFEST* first (as ecarchive writes tars)
+    means the wrapped layout; an ISO image asks `iso_wrapper`; otherwise the top level is the
+    lower root."""
 
     def __init__(
-        self, members: Iterator[_RawMember], reporter: Reporter, wrapper: bytes | None = None
+        self,
+        members: Iterator[_RawMember],
+        reporter: Reporter,
+        iso_wrapper: IsoWrapper | None = None,
     ) -> None:
-        super().__init__(self._walk(members, reporter, wrapper))
+        super().__init__(self._walk(members, reporter, iso_wrapper))
+
+    def _side_file(self, m: _RawMember, reporter: Reporter) -> bool:
+        """True when m is a plain top-level RESTORE.txt/MANIFEST* (then consumed here)."""
+        top = m.path[0]
+        if len(m.path) != 1 or m.entry.kind is not Kind.FILE or not is_side_file_name(top):
+            return False
+        assert m.entry.data is not None
+        head, m.entry.data = _peek(m.entry.data)
+        if has_marker(head):
+            return False
+        self.side_files = True
+        if top == MANIFEST_NAME:
+            try:
+                self.manifest = _read_bounded(m.entry.data, MAX_MANIFEST_BYTES)
+            except MemberUnreadable as e:
+                reporter.warn(f"{escape_path(top)}: {e}")
+            if self.manifest is None:
+                reporter.warn(f"{escape_path(top)}: too large to be a manifest; not used")
+        return True
 
     def _walk(
-        self, members: Iterator[_RawMember], reporter: Reporter, wrapper: bytes | None
+        self, members: Iterator[_RawMember], reporter: Reporter, iso_wrapper: IsoWrapper | None
     ) -> Iterator[LowerEntry]:
-        # A known lower root (from the manifest, read ahead) means the wrapped layout at once.
-        wrapped: bool | None = True if wrapper is not None else None
-        saw_restore = False
-        top_dirs: set[bytes] = set()
-        top_others = False
+        wrapped: bool | None = None
+        wrapper: bytes | None = None
         for m in members:
+            if self._side_file(m, reporter):
+                if wrapped is None:
+                    wrapped = True
+                continue
             top = m.path[0]
             single = len(m.path) == 1
-            if single and m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-                head, m.entry.data = _peek(m.entry.data)
-                if not has_ecryptfs_marker(head):
-                    saw_restore = saw_restore or top == RESTORE_NAME
-                    if wrapped is None:
-                        wrapped = True
-                    continue
             if wrapped is None:
-                wrapped = False
+                wrapper = iso_wrapper(m.path) if iso_wrapper is not None else None
+                wrapped = wrapper is not None
+                if wrapped:
+                    self.lower_root = wrapper or b""
             if not wrapped:
-                if single and m.entry.kind is not Kind.DIR:
-                    top_others = True
-                else:
-                    top_dirs.add(top)
                 yield m.entry
                 continue
             if wrapper is None and (m.entry.kind is Kind.DIR or not single):
                 wrapper = top  # the first directory, listed or only implied by a member path
-            if single and top == wrapper and m.entry.kind is Kind.DIR:
-                continue
+                self.lower_root = wrapper
+                if single:
+                    continue
             if top != wrapper or single:
-                where = os.fsdecode(b"/".join(m.path))
-                reporter.warn(f"{where}: outside the lower directory; ignored")
+                if not (single and top == wrapper and m.entry.kind is Kind.DIR):
+                    where = escape_path(b"/".join(m.path))
+                    reporter.warn(f"{where}: outside the lower directory; ignored")
                 continue
             if m.entry.kind is Kind.HARDLINK and m.entry.link_path[:1] != (wrapper,):
-                reporter.warn(f"{m.entry.display}: hard link leaves the lower directory; skipped")
+                reporter.warn(
+                    f"{escape_path(b'/'.join(m.path))}: hard link leaves the lower directory; "
+                    "skipped"
+                )
                 continue
             yield _rebased(m.entry, 1)
-        if not wrapped and saw_restore and len(top_dirs) == 1 and not top_others:
-            self.late_wrapper = next(iter(top_dirs))
 
 
 def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
@@ -324,12 +385,13 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
-def _open_lower(path: bytes) -> int:
+def open_lower_file(path: bytes, *, dir_fd: int | None = None, flags: int = 0) -> int:
+    """Open for reading, never through a symlink, without touching atime where allowed."""
     try:
-        return os.open(path, _OPEN_FLAGS)
+        return os.open(path, _OPEN_FLAGS | flags, dir_fd=dir_fd)
     except PermissionError:
         # O_NOATIME is refused on files we do not own unless we are root
-        return os.open(path, _OPEN_FLAGS & ~getattr(os, "O_NOATIME", 0))
+        return os.open(path, (_OPEN_FLAGS & ~_NOATIME) | flags, dir_fd=dir_fd)
 
 
 class _FileData:
@@ -343,7 +405,7 @@ class _FileData:
     def readinto(self, view: memoryview) -> int:
         try:
             if self._fd is None:
-                self._fd = _open_lower(self._path)
+                self._fd = open_lower_file(self._path)
             got = 0
             while got < len(view):
                 n = os.readv(self._fd, [view[got:]])
@@ -365,7 +427,7 @@ class _FileData:
 def _plain_side_file(path: bytes) -> bool:
     try:
         with open(path, "rb") as f:
-            return not has_ecryptfs_marker(f.read(_PEEK_BYTES))
+            return not has_marker(f.read(MARKER_PEEK_BYTES))
     except OSError:
         return False
 
@@ -399,7 +461,7 @@ def _sorted_children(
         with os.scandir(dir_abs) as it:
             return sorted(it, key=lambda d: d.name)
     except OSError as e:
-        where = os.fsdecode(b"/".join(dir_path) or b".")
+        where = escape_path(b"/".join(dir_path) or b".")
         reporter.warn(f"{where}: cannot read directory: {e.strerror}")
         return []
 
@@ -430,7 +492,7 @@ def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Ite
         try:
             st = child.stat(follow_symlinks=False)
         except OSError as e:
-            reporter.warn(f"{os.fsdecode(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
+            reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
             continue
         entry = _dir_entry(child.path, path, st, first_name, reporter, progress)
         if entry is None:
@@ -474,7 +536,7 @@ def _dir_entry(
         try:
             target = os.readlink(abs_path)
         except OSError as e:
-            where = os.fsdecode(b"/".join(path))
+            where = escape_path(b"/".join(path))
             reporter.warn(f"{where}: cannot read symlink: {e.strerror}; skipped")
             return None
         return LowerEntry(kind=Kind.SYMLINK, symlink=target, **common)
@@ -483,31 +545,88 @@ def _dir_entry(
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         kind = Kind.CHAR if stat.S_ISCHR(mode) else Kind.BLOCK
         return LowerEntry(kind=kind, rdev=st.st_rdev, **common)
-    reporter.warn(f"{os.fsdecode(b'/'.join(path))}: unsupported file type; skipped")
+    reporter.warn(f"{escape_path(b'/'.join(path))}: unsupported file type; skipped")
     return None
 
 
 # --- entry point ------------------------------------------------------------------------------
 
 
+def _iso_prepass(source: str) -> bytes | None:
+    """The lower root of an ISO image file by the rule of the module docstring, from a first
+    pass over its directory records (libarchive seeks past file data; only side files are
+    read, a few bytes each)."""
+    side = False
+    dirs: set[bytes] = set()
+    others = False
+    with open_archive(source) as archive:
+        for m in _archive_members(archive, None, None):
+            top = m.path[0]
+            if len(m.path) > 1 or m.entry.kind is Kind.DIR:
+                dirs.add(top)
+            elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
+                head, _ = _peek(m.entry.data)
+                if has_marker(head):
+                    others = True
+                else:
+                    side = side or top == RESTORE_NAME
+            else:
+                others = True
+    if side and len(dirs) == 1 and not others:
+        return next(iter(dirs))
+    return None
+
+
+def _iso_wrapper_of(source: str, archive: Any) -> IsoWrapper:
+    def decide(first: Path) -> bytes | None:
+        if not _is_iso(archive):
+            return None
+        if source != STDIN:
+            return _iso_prepass(source)
+        # A stream cannot be read twice: an image whose first member is a clear-named
+        # directory is taken for ecarchive's layout (a kernel lower tree has encrypted names).
+        return first[0] if not is_encrypted_name(first[0]) else None
+
+    return decide
+
+
 @contextmanager
 def open_lower_tree(
-    source: str,
-    reporter: Reporter,
-    progress: Progress | None = None,
-    lower_root: bytes | None = None,
+    source: str, reporter: Reporter, progress: Progress | None = None
 ) -> Iterator[LowerTree]:
     """The lower entries of SOURCE: '-' (stdin), an archive file, or an extracted directory.
 
     `progress`, when given, is called with the number of lower bytes consumed as reading goes
-    (an archive's member sizes; a directory's file sizes). `lower_root`, when the caller
-    knows it (a manifest read ahead), decides an archive's layout before its first member.
+    (an archive's member sizes; a directory's file sizes).
     """
     if source != STDIN and os.path.isdir(source):
-        root = find_lower_root(os.fsencode(source))
-        yield LowerTree(_dir_walk(root, reporter, progress))
+        top = os.fsencode(source)
+        root = find_lower_root(top)
+        tree = LowerTree(_dir_walk(root, reporter, progress))
+        if root != top:
+            tree.side_files = True
+            tree.lower_root = os.path.basename(root)
+            tree.manifest = _manifest_file(top, reporter)
+        yield tree
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
-    with _open_archive(source) as archive:
-        yield _StreamLayout(_archive_members(archive, reporter, progress), reporter, lower_root)
+    with open_archive(source) as archive:
+        members = _archive_members(archive, reporter, progress)
+        yield _StreamLayout(members, reporter, _iso_wrapper_of(source, archive))
+
+
+def _manifest_file(directory: bytes, reporter: Reporter) -> bytes | None:
+    try:
+        fd = os.open(os.path.join(directory, MANIFEST_NAME), _OPEN_FLAGS & ~_NOATIME)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        reporter.warn(f"{escape_path(MANIFEST_NAME)}: cannot read: {e.strerror}")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
+        return None
+    return data

@@ -5,32 +5,52 @@ is either the separate FNEK (`ecryptfs-add-passphrase --fnek`) or the file key i
 (`mount.ecryptfs`), told apart by the signature in the first encrypted name. Names without the
 `ECRYPTFS_FNEK_ENCRYPTED.` prefix are clear names, as the kernel shows them.
 
-A wrong passphrase is told apart from a damaged file by order: until one signature (in a name
-or a header) has matched, a foreign signature means the passphrase is wrong; after that it
-means that one entry is damaged or came from elsewhere.
+A wrong passphrase is told apart from a damaged file over the archive, not by its first
+member: entries are held back (and damage is not reported yet) until one signature (in a name
+or a header) has matched this passphrase. Foreign signatures in FOREIGN_LIMIT members with no
+match at all, or only foreign ones to the end, mean the passphrase is wrong; once one matched,
+each foreign one is that member's damage. An input in which nothing at all is eCryptfs (no
+matching or foreign signature, no ecarchive side file) is no archive.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .archive_reader import DataReader, LowerEntry, MemberUnreadable, Path
-from .ecryptfs.constants import AES_CODES, EXTENT_SIZE, FNEK_SALT, HEADER_READ_SIZE
-from .ecryptfs.extent import decrypt_extents, root_iv
-from .ecryptfs.header import HeaderError, parse_header, unwrap_fek
-from .ecryptfs.keys import FnekMode, KeyringKey, derive_key
-from .ecryptfs.names import NameDecodeError, decrypt_name, encrypt_name, is_encrypted_name, name_sig
-from .ecryptfs.sizes import extent_count
-from .errors import Reporter, WrongPassphrase
-from .model import Kind
+from ..display import escape_path
+from ..ecryptfs.constants import AES_CODES, EXTENT_SIZE, FNEK_SALT, HEADER_READ_SIZE
+from ..ecryptfs.extent import decrypt_extents, root_iv
+from ..ecryptfs.header import HeaderError, parse_header, unwrap_fek
+from ..ecryptfs.keys import FnekMode, KeyringKey, derive_key
+from ..ecryptfs.names import (
+    NameDecodeError,
+    decrypt_name,
+    encrypt_name,
+    is_encrypted_name,
+    name_sig,
+)
+from ..ecryptfs.sizes import extent_count
+from ..errors import NoArchiveFound, Reporter, WrongPassphrase
+from ..model import Kind
+from .members import DataReader, LowerEntry, MemberUnreadable, Path
 
 CHUNK = 1 << 20  # lower bytes decrypted per call; a multiple of EXTENT_SIZE
 _NAME_KEY_BYTES = tuple(AES_CODES)  # the kernel uses the mount's key size for names: 16, 24, 32
 _KEY_BYTES_OF_CODE = {code: n for n, code in AES_CODES.items()}
 _NAME_CACHE_MAX = 4096
 _BAD_NAMES = (b"", b".", b"..")
+# Members signed by other keys, none by ours, after which the passphrase is called wrong: more
+# than a few damaged members, few enough that a wrong passphrase is said at once.
+FOREIGN_LIMIT = 16
+# Damage held back before the archive is recognised; beyond it, an input with no ecarchive
+# side file is no archive.
+HELD_MAX = 1000
+
+
+def unsafe_name(plain: bytes) -> bool:
+    """A decrypted name no directory entry can have ('..', a '/' or NUL inside, empty)."""
+    return plain in _BAD_NAMES or b"/" in plain or b"\0" in plain
 
 
 class DamagedEntry(Exception):
@@ -55,15 +75,23 @@ class Keys:
         self.fnek_mode: FnekMode | None = None
         self.name_key_bytes: int | None = None
         self.verified = False  # some signature in the archive matched this passphrase
+        self.foreign = 0  # foreign signatures met before one matched
+        self._first_foreign: tuple[str, bytes, str] | None = None
 
     def _foreign(self, what: str, sig: bytes, expected: str) -> DamagedEntry:
         if not self.verified:
-            raise WrongPassphrase(
-                f"wrong passphrase: the archive's {what} were encrypted with key {sig.hex()}, "
-                f"this passphrase gives {expected}",
-                hint="check the passphrase (RESTORE.txt in the archive names the signatures)",
-            )
+            self.foreign += 1
+            if self._first_foreign is None:
+                self._first_foreign = (what, sig, expected)
         return DamagedEntry(f"{what} encrypted with another key ({sig.hex()})")
+
+    def wrong_passphrase(self) -> WrongPassphrase:
+        what, sig, expected = self._first_foreign or ("files", b"", self.file_key.sig_hex)
+        return WrongPassphrase(
+            f"wrong passphrase: the archive's {what} were encrypted with key {sig.hex()}, "
+            f"this passphrase gives {expected}",
+            hint="check the passphrase (RESTORE.txt in the archive names the signatures)",
+        )
 
     def _pick_fnek(self, sig: bytes) -> KeyringKey:
         if self.fnek is not None:
@@ -124,7 +152,10 @@ class Keys:
         key_bytes = _KEY_BYTES_OF_CODE.get(packet.cipher_code)
         if key_bytes is None:
             raise DamagedEntry(f"cipher {header.cipher_name(packet)} is not supported")
-        fek = unwrap_fek(packet.efek, packet.cipher_code, self.file_key)
+        try:
+            fek = unwrap_fek(packet.efek, packet.cipher_code, self.file_key)
+        except HeaderError as e:
+            raise DamagedEntry(str(e)) from e
         self.verified = True
         if self.name_key_bytes is None:
             self.name_key_bytes = key_bytes
@@ -188,7 +219,7 @@ class PlainEntry:
 
     @property
     def display(self) -> str:
-        return os.fsdecode(self.path)
+        return escape_path(self.path)
 
 
 class Decoder:
@@ -206,7 +237,7 @@ class Decoder:
         plain = self._names.get(lower)
         if plain is None:
             plain = self.keys.name(lower)
-            if plain in _BAD_NAMES or b"/" in plain or b"\0" in plain:
+            if unsafe_name(plain):
                 raise DamagedEntry(f"decrypted name {plain!r} is not a safe file name")
             if len(self._names) >= _NAME_CACHE_MAX:
                 self._names.clear()
@@ -251,14 +282,26 @@ class Decoder:
             elif entry.kind is Kind.FILE:
                 plain.content = self._open_file(entry)
         except DamagedEntry as e:
-            raise DamagedEntry(f"{os.fsdecode(path)}: {e}") from e
+            raise DamagedEntry(f"{escape_path(path)}: {e}") from e
         return plain
 
-    def entries(self, lower: Iterator[LowerEntry]) -> Iterator[PlainEntry]:
+    def entries(
+        self,
+        lower: Iterator[LowerEntry],
+        *,
+        recognised: Callable[[], bool] = lambda: True,
+        source: str = "",
+    ) -> Iterator[PlainEntry]:
         """Plaintext entries in archive order. Until the passphrase is confirmed by a matching
-        signature, entries that carry none are held back, so a wrong passphrase is found before
-        the caller acts on anything."""
+        signature, entries (and the damage found) are held back, so a wrong passphrase or an
+        input that is no archive is found before the caller acts on anything.
+
+        `recognised()` tells whether the input showed ecarchive's side files; when it did not
+        and nothing was eCryptfs either, NoArchiveFound is raised (naming `source`).
+        """
+        keys = self.keys
         pending: list[PlainEntry] = []
+        held: list[str] = []
         for entry in lower:
             if self._in_bad_dir(entry.path):
                 if entry.kind is Kind.DIR:
@@ -267,15 +310,40 @@ class Decoder:
             try:
                 plain = self._decode(entry)
             except DamagedEntry as e:
-                self.reporter.warn(f"{e}; skipped")
                 if entry.kind is Kind.DIR:
                     self._bad.add(entry.path)
+                if keys.verified:
+                    self.reporter.warn(f"{e}; skipped")
+                    continue
+                if keys.foreign >= FOREIGN_LIMIT:
+                    raise keys.wrong_passphrase() from None
+                held.append(f"{e}; skipped")
+                if len(held) > HELD_MAX:
+                    if not recognised():
+                        raise self._no_archive(source) from None
+                    self._flush(held)
                 continue
-            if not self.keys.verified:
+            if not keys.verified:
                 pending.append(plain)
                 continue
+            self._flush(held)
             if pending:
                 yield from pending
                 pending.clear()
             yield plain
+        if not keys.verified:
+            if keys.foreign:
+                raise keys.wrong_passphrase()
+            if not recognised():
+                raise self._no_archive(source)
+        self._flush(held)
         yield from pending
+
+    def _flush(self, held: list[str]) -> None:
+        for message in held:
+            self.reporter.warn(message)
+        held.clear()
+
+    @staticmethod
+    def _no_archive(source: str) -> NoArchiveFound:
+        return NoArchiveFound(f"{source}: no ecarchive archive found")

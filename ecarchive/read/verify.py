@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -34,13 +36,15 @@ import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
 
-from .decoder import CHUNK, DamagedEntry, FileContent, Keys
-from .ecryptfs.constants import EXTENT_SIZE, HEADER_READ_SIZE
-from .ecryptfs.sizes import extent_count
-from .errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
-from .listing import escape_path
-from .manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
-from .model import KIND_OF_FILE_TYPE, Kind
+from ..display import escape_path
+from ..ecryptfs.constants import HEADER_READ_SIZE
+from ..ecryptfs.sizes import lower_size
+from ..errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
+from ..manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
+from ..model import KIND_OF_FILE_TYPE, Kind
+from .decode import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
+from .dest import DestTree
+from .members import open_lower_file
 
 STDIN = "-"
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
@@ -100,7 +104,7 @@ def _archive_members(archive: Any) -> Iterator[Member]:
 
 
 def _file_blocks(path: bytes) -> Iterator[bytes]:
-    fd = os.open(path, _OPEN_FLAGS)
+    fd = open_lower_file(path)
     try:
         while block := os.read(fd, CHUNK):
             yield block
@@ -243,12 +247,54 @@ class Verifier:
     _in: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
+    _held: list[str] = field(default_factory=list)
+    source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
+    as_json: bool = False  # one JSON object per problem line and for the summary
 
     # -- reporting
 
     def problem(self, path: bytes, message: str) -> None:
         self.problems += 1
-        print(f"{self.display(path)}: {message}", file=self.out, flush=True)
+        if self.as_json:
+            plain = self.plain_path(path) if self.keys is not None else None
+            record = {
+                "path": os.fsdecode(path),
+                "plain": None if plain is None else os.fsdecode(plain),
+                "problem": message,
+            }
+            line = json.dumps(record)
+        else:
+            line = f"{self.display(path)}: {message}"
+        if self.keys is not None and not self.keys.verified and len(self._held) < HELD_MAX:
+            self._held.append(line)  # a wrong passphrase is decided over the archive first
+            return
+        self.flush()
+        print(line, file=self.out, flush=True)
+
+    def print_problem(self, plain: bytes, message: str) -> None:
+        """A problem known by its SOURCE path only (--against)."""
+        if self.as_json:
+            line = json.dumps({"path": None, "plain": os.fsdecode(plain), "problem": message})
+        else:
+            line = f"{escape_path(plain)}: {message}"
+        self.flush()
+        print(line, file=self.out, flush=True)
+
+    def flush(self) -> None:
+        for line in self._held:
+            print(line, file=self.out, flush=True)
+        self._held.clear()
+
+    def passphrase_checked(self, *, at_end: bool) -> None:
+        """WrongPassphrase once the archive's signatures say so (decoder.FOREIGN_LIMIT)."""
+        keys = self.keys
+        if keys is None or keys.verified:
+            self.flush()
+            return
+        if keys.foreign >= FOREIGN_LIMIT or (at_end and keys.foreign):
+            raise keys.wrong_passphrase()
+        if at_end:
+            self.flush()
 
     def display(self, path: bytes) -> str:
         plain = self.plain_path(path) if self.keys is not None else None
@@ -266,23 +312,37 @@ class Verifier:
         return bool(sep)
 
     def plain_path(self, path: bytes) -> bytes | None:
-        """The plaintext path below the lower root, or None (not lower, or does not decrypt)."""
+        """The plaintext path below the lower root, or None (not lower, does not decrypt, or
+        decrypts to a name no file system entry can have, such as '..').
+
+        Iterative: a path 1,500 levels deep must not exhaust the recursion limit."""
         if self.keys is None or not self.is_lower(path):
             return None
-        if path in self._plain:
-            return self._plain[path]
-        parent, _, name = path.rpartition(b"/")
-        if not parent:
-            result: bytes | None = b""
-        else:
-            base = self.plain_path(parent)
-            try:
-                clear = self.keys.name(name)
-            except DamagedEntry:
-                clear = None
-            result = None if base is None or clear is None else (base + b"/" + clear).lstrip(b"/")
-        self._plain[path] = result
-        return result
+        todo: list[bytes] = []
+        at = path
+        while at not in self._plain:
+            parent, _, _ = at.rpartition(b"/")
+            if not parent:
+                self._plain[at] = b""  # the lower root
+                break
+            todo.append(at)
+            at = parent
+        for at in reversed(todo):
+            parent, _, name = at.rpartition(b"/")
+            base = self._plain[parent]
+            clear = self.clear_name(name)
+            self._plain[at] = (
+                None if base is None or clear is None else (base + b"/" + clear).lstrip(b"/")
+            )
+        return self._plain[path]
+
+    def clear_name(self, name: bytes) -> bytes | None:
+        assert self.keys is not None
+        try:
+            clear = self.keys.name(name)
+        except DamagedEntry:
+            return None
+        return None if unsafe_name(clear) else clear
 
     # -- one member
 
@@ -319,9 +379,11 @@ class Verifier:
             return  # named once, at its parent
         assert self.keys is not None
         try:
-            self.keys.name(name)
+            clear = self.keys.name(name)
         except DamagedEntry as e:
             self.problem(path, f"name does not decrypt: {e}")
+            return
+        self.problem(path, f"name decrypts to {escape_path(clear)!r}, not a file name")
 
     def read_manifest(self, m: Member) -> None:
         assert m.chunks is not None
@@ -333,15 +395,19 @@ class Verifier:
                 return
         self.manifest = bytes(data)
 
-    def file(self, m: Member, lower: bool) -> bytes:
+    def file(self, m: Member, lower: bool) -> bytes | None:
         assert m.chunks is not None
         reader = _HashingReader(m.chunks)
-        if self.keys is not None and lower:
-            try:
-                self.decrypt(m, reader)
-            except DamagedEntry as e:
-                self.problem(m.path, str(e))
-        reader.drain()
+        try:
+            if self.keys is not None and lower:
+                try:
+                    self.decrypt(m, reader)
+                except DamagedEntry as e:
+                    self.problem(m.path, str(e))
+            reader.drain()
+        except OSError as e:  # a file in a directory or on a disc we may not read
+            self.problem(m.path, f"cannot read: {e.strerror}")
+            return None
         self.data_bytes += reader.total
         if reader.total != m.size:
             self.problem(m.path, f"member says {m.size} bytes but holds {reader.total}")
@@ -352,7 +418,7 @@ class Verifier:
         page = self._in[:HEADER_READ_SIZE]
         got = reader.readinto(page)
         key = self.keys.file_key_of(page[:got])
-        expected = key.metadata_size + extent_count(key.plain_size) * EXTENT_SIZE
+        expected = lower_size(key.plain_size, key.metadata_size)
         if m.size != expected:
             self.problem(
                 m.path,
@@ -372,18 +438,28 @@ class Verifier:
 
     # -- against SOURCE
 
-    def source_path(self, path: bytes) -> bytes | None:
+    def open_source(self, path: bytes) -> int:
+        """SOURCE's file for `path`: every directory opened O_NOFOLLOW from SOURCE down, the
+        file itself O_NOFOLLOW|O_NONBLOCK (a fifo where the archive has a file must not block);
+        OSError(EISDIR/EINVAL...) for anything but a regular file."""
         plain = self.plain_path(path)
-        if plain is None or self.against is None:
-            return None
-        return os.path.join(self.against, plain) if plain else self.against
+        assert plain and self.source_tree is not None
+        *up, name = plain.split(b"/")
+        parent = self.source_tree.open_detached(tuple(up))
+        try:
+            fd = open_lower_file(name, dir_fd=parent, flags=os.O_NONBLOCK)
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        return fd
 
     def compare_file(self, path: bytes, content: FileContent) -> None:
-        where = self.source_path(path)
-        if where is None:
+        if not self.plain_path(path):
             return
         try:
-            fd = os.open(where, _OPEN_FLAGS)
+            fd = self.open_source(path)
         except OSError as e:
             self.problem(path, f"not a readable file in SOURCE: {e.strerror}")
             return
@@ -404,13 +480,25 @@ class Verifier:
         finally:
             os.close(fd)
 
-    def compare_other(self, m: Member) -> None:
-        where = self.source_path(m.path)
-        if where is None:
-            return
-        src = where
+    def source_lstat(self, plain: bytes) -> tuple[os.stat_result, bytes]:
+        """lstat of SOURCE/plain reached by directory fds (no symlink on the way is followed),
+        and a symlink's target (b"" for other types)."""
+        assert self.source_tree is not None
+        *up, name = plain.split(b"/")
+        parent = self.source_tree.open_detached(tuple(up))
         try:
-            st = os.lstat(src)
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else b""
+        finally:
+            os.close(parent)
+        return st, target
+
+    def compare_other(self, m: Member) -> None:
+        plain = self.plain_path(m.path)
+        if not plain:
+            return
+        try:
+            st, src_target = self.source_lstat(plain)
         except OSError as e:
             self.problem(m.path, f"not in SOURCE: {e.strerror}")
             return
@@ -422,19 +510,21 @@ class Verifier:
                 f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}",
             )
             return
-        assert self.keys is not None and self.against is not None
+        assert self.keys is not None
         if m.kind is Kind.SYMLINK:
             try:
                 target = self.keys.name(m.target)
             except DamagedEntry:
                 return  # already named
-            if os.readlink(src) != target:
+            if src_target != target:
                 self.problem(m.path, "symlink target differs from SOURCE")
         elif m.kind is Kind.HARDLINK:
             first = self.plain_path(m.target)
-            if first is not None and not os.path.samestat(
-                st, os.lstat(os.path.join(self.against, first))
-            ):
+            try:
+                same = bool(first) and os.path.samestat(st, self.source_lstat(first or b"")[0])
+            except OSError:
+                same = False
+            if first is not None and not same:
                 self.problem(m.path, f"SOURCE has no hard link to {escape_path(first)}")
 
     def source_leftovers(self) -> None:
@@ -452,7 +542,7 @@ class Verifier:
                         continue
                 if rel not in self.plain_seen:
                     self.problems += 1
-                    print(f"{escape_path(rel)}: in SOURCE but not in the archive", file=self.out)
+                    self.print_problem(rel, "in SOURCE but not in the archive")
                     continue
                 if child.is_dir(follow_symlinks=False):
                     stack.append(rel)
@@ -497,10 +587,15 @@ class Verifier:
                 self.problem(path, f"{kind} is in the archive but not in the manifest")
         return manifest
 
-    def resolved(self, path: bytes, depth: int = 0) -> _Seen | None:
+    def resolved(self, path: bytes) -> _Seen | None:
+        """The member whose data a hard link (chain) names; a loop resolves to nothing."""
         seen = self.seen.get(path)
-        if seen is not None and seen.kind is Kind.HARDLINK and depth < len(self.seen):
-            return self.resolved(seen.target, depth + 1)
+        hops = 0
+        while seen is not None and seen.kind is Kind.HARDLINK:
+            hops += 1
+            if hops > len(self.seen):
+                return None
+            seen = self.seen.get(seen.target)
         return seen
 
     def check_line(self, line: Line) -> None:
@@ -540,9 +635,13 @@ def verify_archive(
     against: str | None,
     reporter: Reporter,
     out: TextIO,
+    as_json: bool = False,
 ) -> int:
     """Verify SOURCE (tar, ISO, '-', extracted directory or mounted disc); returns the exit
-    code: 0 clean, 1 problems found. Fatal conditions raise EcarchiveError subclasses."""
+    code: 0 clean, 1 problems found. Fatal conditions raise EcarchiveError subclasses.
+
+    `as_json`: every problem as {"path", "plain", "problem"} and a last {"summary": {...}}
+    line, one JSON object per line."""
     if against is not None and passphrase is None:
         raise UsageError("--against needs the passphrase to decrypt the archive")
     if against is not None and not os.path.isdir(against):
@@ -553,36 +652,54 @@ def verify_archive(
         keys=Keys(passphrase) if passphrase is not None else None,
         against=os.fsencode(against) if against is not None else None,
         links_checked=source == STDIN or not os.path.isdir(source),
+        as_json=as_json,
     )
+    if verifier.against is not None:
+        verifier.source_tree = DestTree.open(verifier.against)
     with open_members(source, reporter) as members:
         try:
             for m in members:
                 verifier.member(m)
+                verifier.passphrase_checked(at_end=False)
         except ArchiveError as e:
             verifier.problem(os.fsencode(source), f"unreadable from here on: {e.msg}")
+    verifier.passphrase_checked(at_end=True)
     manifest = verifier.check_manifest()
     if verifier.against is not None:
         verifier.source_leftovers()
+    if verifier.source_tree is not None:
+        verifier.source_tree.close()
     entries = len(verifier.seen)
-    volume = (
-        f" (volume {manifest.facts.volume} of {manifest.facts.volumes})"
-        if (manifest and manifest.facts.volumes > 1)
-        else ""
-    )
+    facts = manifest.facts if manifest else None
+    volume = f" (volume {facts.volume} of {facts.volumes})" if facts and facts.volumes > 1 else ""
     level = (
         "hashes"
         if verifier.keys is None
         else ("hashes, HMAC, headers, names" + (", content against SOURCE" if against else ""))
     )
-    if verifier.problems:
+    shown = escape_path(os.fsencode(source))
+    if as_json:
+        summary = {
+            "source": source,
+            "ok": not verifier.problems,
+            "problems": verifier.problems,
+            "entries": entries,
+            "bytes": verifier.data_bytes,
+            "checks": level,
+            "volume": facts.volume if facts else None,
+            "volumes": facts.volumes if facts else None,
+        }
+        print(json.dumps({"summary": summary}), file=out)
+    elif verifier.problems:
         print(
-            f"verify: {source}{volume}: {verifier.problems} problem"
+            f"verify: {shown}{volume}: {verifier.problems} problem"
             f"{'s' if verifier.problems != 1 else ''} in {entries} entries ({level})",
             file=out,
         )
-        return EXIT_WARNINGS
-    print(
-        f"verify: {source}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes ({level})",
-        file=out,
-    )
-    return EXIT_OK
+    else:
+        print(
+            f"verify: {shown}{volume}: OK, {entries} entries, {verifier.data_bytes} bytes "
+            f"({level})",
+            file=out,
+        )
+    return EXIT_WARNINGS if verifier.problems else EXIT_OK

@@ -1,0 +1,14 @@
+"""The read side, the mirror of create: archive members → decrypted entries → DEST or a report.
+
+    members.py  a tar or ISO file, '-', an extracted tree or a mounted disc → lower entries
+                (paths below the lower root, data readers), the layout decision, the manifest
+    decode.py   lower entries → plaintext entries: keys, names, file contents; the passphrase
+                is judged over the archive, damage costs one entry
+    restore.py  plaintext entries → DEST, hashed and checked against the manifest
+    dest.py     DEST reached only through directory file descriptors
+    select.py   PATH / --include / --exclude
+    listing.py  `list`
+    verify.py   `verify` (still with its own member walk: the one remaining twin of members.py)
+
+Every eCryptfs fact (marker, header, sizes, names) comes from `ecarchive.ecryptfs`.
+"""

@@ -1,0 +1,140 @@
+"""`verify` (and restore where the same attack applies) against crafted archives and sources."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
+from ecarchive.ecryptfs.names import encrypt_name
+from ecarchive.errors import Reporter
+from ecarchive.read.restore import restore_archive
+from tests.cli.conftest import PASSPHRASE, REPO, run_cli
+from tests.unit.test_restore import LowerTree
+
+SECRET = PASSPHRASE.encode()
+SEPARATE = derive_keyset(SECRET, FnekMode.SEPARATE)
+CLEAR = derive_keyset(SECRET, FnekMode.OFF)
+IS_ROOT = os.geteuid() == 0
+
+
+def _enc(name: bytes) -> bytes:
+    assert SEPARATE.fnek is not None
+    return encrypt_name(name, SEPARATE.fnek, 16)
+
+
+def _add(t: tarfile.TarFile, name: bytes, data: bytes | None = None) -> None:
+    info = tarfile.TarInfo(os.fsdecode(name))
+    info.mtime = 1_700_000_000
+    if data is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        t.addfile(info)
+    else:
+        info.size, info.mode = len(data), 0o644
+        t.addfile(info, io.BytesIO(data))
+
+
+def test_against_never_leaves_source_for_a_name_that_decrypts_to_dotdot(tmp_path: Path) -> None:
+    """Private/ENC('..')/ENC('trap'): SOURCE/../trap is a fifo outside SOURCE; verify must name
+    the member and neither open nor block on the fifo."""
+    lower = LowerTree(tmp_path / "lower", SEPARATE, 16)
+    lower.file("trap", b"x")  # a valid lower file whose content is b"x"
+    data = lower.lower("trap").read_bytes()
+    tar = tmp_path / "dotdot.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        _add(t, b"RESTORE.txt", b"plain text\n")
+        _add(t, b"Private")
+        _add(t, b"Private/" + _enc(b".."))
+        _add(t, b"Private/" + _enc(b"..") + b"/" + _enc(b"trap"), data)
+    source = tmp_path / "source"
+    source.mkdir()
+    os.mkfifo(tmp_path / "trap")
+    r = subprocess.run(
+        [sys.executable, "-m", "ecarchive", "verify", "--against", str(source), str(tar)],
+        env=dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    out = r.stdout.decode()
+    assert r.returncode == 1, out + r.stderr.decode()
+    assert "name decrypts to '..', not a file name" in out
+
+
+def test_against_does_not_block_on_a_fifo_where_the_archive_has_a_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data\n")
+    tar = tmp_path / "a.tar"
+    assert run_cli(["create", "-o", str(tar), str(src)]).returncode == 0
+    (src / "f").unlink()
+    os.mkfifo(src / "f")
+    r = subprocess.run(
+        [sys.executable, "-m", "ecarchive", "verify", "--against", str(src), str(tar)],
+        env=dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE),
+        capture_output=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 1
+    assert "f [" in r.stdout.decode() and "not a readable file in SOURCE" in r.stdout.decode()
+
+
+def _deep_tar(path: Path, depth: int) -> Path:
+    keys = CLEAR
+    lower = LowerTree(path.parent / "deep-lower", keys, 16)
+    leaf = lower.file("leaf", b"at the bottom").read_bytes()
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        _add(t, b"RESTORE.txt", b"plain text\n")
+        _add(t, b"Private")
+        # no member for the directories in between: each name is first met with all of its
+        # parents unresolved (a recursive resolver then needs `depth` frames)
+        _add(t, b"Private" + b"/d" * depth + b"/leaf", leaf)
+    return path
+
+
+def test_paths_1500_levels_deep(tmp_path: Path) -> None:
+    tar = _deep_tar(tmp_path / "deep.tar", 1500)
+    r = run_cli(["verify", str(tar)])
+    assert r.returncode == 1, r.stderr.decode()  # no manifest, but no RecursionError either
+    assert b"Traceback" not in r.stderr and b"MANIFEST.ecarchive: missing" in r.stdout
+    dest = tmp_path / "dest"
+    reporter = Reporter(stream=io.StringIO())
+    restore_archive(str(tar), str(dest), SECRET, reporter)
+    assert reporter.exit_code == 0, reporter.warnings
+    assert (dest.joinpath(*["d"] * 1500) / "leaf").read_bytes() == b"at the bottom"
+    subprocess.run(["rm", "-rf", str(dest)], check=True)  # shutil.rmtree recurses too deep
+
+
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
+    """As root without CAP_FOWNER and the DAC overrides, files owned by another user are what
+    an ordinary user meets on a disc or an extracted tree: readable, but not O_NOATIME."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data\n" * 100)
+    tar = tmp_path / "a.tar"
+    assert run_cli(["create", "-o", str(tar), str(src)]).returncode == 0
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    subprocess.run(["tar", "-xpf", str(tar), "-C", str(tree)], check=True)
+    for where in (tree, src):
+        subprocess.run(["chown", "-R", "65534:65534", str(where)], check=True)
+    user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE)
+    for args in (["verify", str(tree)], ["verify", "--against", str(src), str(tree)]):
+        r = subprocess.run(
+            [*user, sys.executable, "-m", "ecarchive", *args],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()

@@ -6,13 +6,14 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from typing import TypeAlias
 
 from ..ecryptfs.constants import AES_CODES
 from ..ecryptfs.keys import FnekMode
 from ..passphrase import ENV_VAR, PassphraseSources, get_passphrase
 
 PROG = "ecarchive"
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 EXAMPLES = f"""\
 passphrase: --passphrase-file F, --passphrase-fd N, ${ENV_VAR},
   --wrapped-passphrase FILE (~/.ecryptfs/wrapped-passphrase), else asked on the terminal.

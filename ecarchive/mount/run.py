@@ -75,16 +75,17 @@ def check_fuse(device: str = FUSE_DEVICE) -> None:
     if os.geteuid() != 0 and fusermount() is None:
         # Only root mounts without the setuid helper.
         raise MountUnavailable(
-            "neither fusermount3 nor fusermount is on PATH", hint="install fuse3 (apt-get install fuse3)"
+            "neither fusermount3 nor fusermount is on PATH",
+            hint="install fuse3 (apt-get install fuse3)",
         )
 
 
 def load_fuse() -> ModuleType:
     """mfusepy, bound to libfuse 3 where it is installed (libfuse 2 otherwise)."""
-    if "FUSE_LIBRARY_PATH" not in os.environ and "FUSE_LIBRARY_NAME" not in os.environ:
-        # mfusepy prefers libfuse 2 when both are installed; 3 is the maintained one.
-        if ctypes.util.find_library("fuse3"):
-            os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+    chosen = "FUSE_LIBRARY_PATH" in os.environ or "FUSE_LIBRARY_NAME" in os.environ
+    # mfusepy prefers libfuse 2 when both are installed; 3 is the maintained one.
+    if not chosen and ctypes.util.find_library("fuse3"):
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
     try:
         import mfusepy
     except ImportError as e:
@@ -94,7 +95,8 @@ def load_fuse() -> ModuleType:
         ) from e
     except OSError as e:  # mfusepy raises it when no libfuse is installed
         raise MountUnavailable(f"mount needs libfuse: {e}", hint="apt-get install fuse3") from e
-    return mfusepy
+    module: ModuleType = mfusepy
+    return module
 
 
 def _check_dirs(req: MountRequest) -> None:
@@ -239,7 +241,8 @@ def umount(mountpoint: str) -> None:
         cmd = ["umount", mountpoint]
     else:
         raise MountUnavailable(
-            "neither fusermount3 nor fusermount is on PATH", hint="install fuse3 (apt-get install fuse3)"
+            "neither fusermount3 nor fusermount is on PATH",
+            hint="install fuse3 (apt-get install fuse3)",
         )
     try:
         done = subprocess.run(

@@ -58,10 +58,8 @@ def made(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     src = root / "src"
     make_case_tree(src, big_mib=2)
     out = root / "out.tar"
-    r = run_cli(
-        ["create", str(src), "-o", str(out), "-q", "--stable-keys"]
-        + ["--key-bytes", str(key_bytes), "--fnek", fnek]
-    )
+    args = ["create", str(src), "-o", str(out), "-q", "--stable-keys"]
+    r = run_cli([*args, "--key-bytes", str(key_bytes), "--fnek", fnek])
     assert r.returncode == 0, r.stderr.decode()
     view = _view(src, key_bytes, fnek, stable_keys=True)
     yield src, out, view, key_bytes, fnek

@@ -34,8 +34,10 @@ class LowerFS(mfusepy.Operations):  # type: ignore[misc]
         self._files: dict[int, LowerFile] = {}
         self._handles = itertools.count(1)
         self._lock = threading.Lock()
+        self.started = False  # the kernel answered the mount
 
     def init(self, path: str) -> None:
+        self.started = True
         if self._ready is not None:
             self._ready()
 

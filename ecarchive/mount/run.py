@@ -31,6 +31,8 @@ FUSERMOUNTS = ("fusermount3", "fusermount")
 _NULL = "/dev/null"
 _READY = b"1"
 _UMOUNT_TIMEOUT = 60
+_LIBFUSE_3 = 3
+_MAX_THREADS = 16  # requests served at once; crypto and preadv run without the GIL
 
 
 class MountUnavailable(EcarchiveError):
@@ -137,7 +139,7 @@ def open_view(req: MountRequest, reporter: Reporter) -> tuple[LowerView, KeySour
     return view, source
 
 
-def _fuse_options(req: MountRequest) -> dict[str, object]:
+def _fuse_options(req: MountRequest, fuse: ModuleType) -> dict[str, object]:
     options: dict[str, object] = {
         "ro": True,
         "default_permissions": True,
@@ -145,6 +147,10 @@ def _fuse_options(req: MountRequest) -> dict[str, object]:
         "fsname": f"ecarchive:{os.path.realpath(req.source)}",
         "subtype": "ecarchive",
     }
+    if fuse.fuse_version_major == _LIBFUSE_3:
+        options["max_threads"] = _MAX_THREADS
+        # libfuse 3.14 prints "Ignoring invalid max threads value" for the unset default.
+        options["max_idle_threads"] = _MAX_THREADS
     if req.allow_other:
         options["allow_other"] = True
     return options
@@ -155,10 +161,14 @@ def _serve(req: MountRequest, reporter: Reporter, ready: Callable[[], None] | No
     from .fs import LowerFS  # imports mfusepy: only once it is known to load
 
     view, source = open_view(req, reporter)
+    ops = LowerFS(view, ready)
     try:
-        fuse.FUSE(LowerFS(view, ready), req.mountpoint, foreground=True, **_fuse_options(req))
+        fuse.FUSE(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
     except RuntimeError as e:
-        raise MountFailed(f"cannot mount {req.mountpoint} (libfuse error {e})") from e
+        # libfuse 3 reports a loop ended by SIGINT/SIGTERM as an error, after unmounting;
+        # only a mount that never answered has failed.
+        if not ops.started:
+            raise MountFailed(f"cannot mount {req.mountpoint} (libfuse error {e})") from e
     finally:
         view.close()
         if isinstance(source, StableKeys):

@@ -25,6 +25,7 @@ from ..plan import Excluder
 from .keys import InodeKeys
 from .lowerfile import LowerFile
 from .names import Names
+from .resolve import open_beneath
 
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -46,6 +47,7 @@ class Node:
 
     parts: tuple[bytes, ...]  # plaintext path components below SOURCE (empty for the root)
     st: os.stat_result  # its lstat
+    attrs: dict[str, int]  # what the lower file system would report
 
     @property
     def rel(self) -> bytes:
@@ -93,13 +95,8 @@ class LowerView:
     @contextlib.contextmanager
     def _dir(self, parts: tuple[bytes, ...], last_flags: int = _WALK_FLAGS) -> Iterator[int]:
         """A descriptor of the plaintext directory `parts`, reached without following links."""
-        fd = os.open(".", last_flags if not parts else _WALK_FLAGS, dir_fd=self.root_fd)
+        fd = open_beneath(self.root_fd, parts, last_flags)
         try:
-            for i, name in enumerate(parts):
-                flags = last_flags if i == len(parts) - 1 else _WALK_FLAGS
-                child = os.open(name, flags, dir_fd=fd)
-                os.close(fd)
-                fd = child
             yield fd
         finally:
             os.close(fd)
@@ -108,34 +105,33 @@ class LowerView:
         """The plaintext entry shown at lower `path` ('/'-separated, relative to the mount)."""
         parts = self._plain_parts(path)
         if not parts:
-            return Node(parts, os.fstat(self.root_fd))
+            st = os.fstat(self.root_fd)
+            return Node(parts, st, self._attrs(st, st.st_size))
         with self._dir(parts[:-1]) as fd:
             st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-            if not self._shown(st.st_mode, parts, fd):
-                raise _missing()
-        return Node(parts, st)
+            attrs = self._shown(st, parts[-1], fd)
+        if attrs is None:
+            raise _missing()
+        return Node(parts, st, attrs)
 
-    def _shown(self, mode: int, parts: tuple[bytes, ...], dir_fd: int) -> bool:
-        if stat.S_IFMT(mode) not in _SHOWN_TYPES or len(parts[-1]) > self.names.name_limit:
-            return False
+    def _shown(self, st: os.stat_result, name: bytes, dir_fd: int) -> dict[str, int] | None:
+        """The lower attributes of plaintext entry `name` in dir_fd, None when not shown."""
+        mode = st.st_mode
+        if stat.S_IFMT(mode) not in _SHOWN_TYPES or len(name) > self.names.name_limit:
+            return None
+        if stat.S_ISREG(mode):
+            return self._attrs(st, lower_size(st.st_size))
         if stat.S_ISLNK(mode):
             try:
-                return self.names.target(os.readlink(parts[-1], dir_fd=dir_fd)) is not None
+                target = self.names.target(os.readlink(name, dir_fd=dir_fd))
             except OSError:
-                return False
-        return True
+                return None
+            return None if target is None else self._attrs(st, len(target))
+        return self._attrs(st, st.st_size)
 
-    # -- what the file system calls ask -------------------------------------------------
-
-    def attributes(self, path: bytes) -> dict[str, int]:
+    @staticmethod
+    def _attrs(st: os.stat_result, size: int) -> dict[str, int]:
         """stat of the lower entry, as the kernel's lower file system would report it."""
-        node = self.lookup(path)
-        st = node.st
-        size = st.st_size
-        if stat.S_ISREG(st.st_mode):
-            size = lower_size(st.st_size)
-        elif stat.S_ISLNK(st.st_mode):
-            size = len(self.readlink(path))
         return {
             "st_mode": st.st_mode,
             "st_ino": st.st_ino,
@@ -150,23 +146,28 @@ class LowerView:
             "st_ctime": st.st_ctime_ns,
         }
 
-    def listdir(self, path: bytes) -> list[tuple[bytes, int, int]]:
-        """(lower name, file type bits, inode number) of each entry shown in a directory."""
+    # -- what the file system calls ask -------------------------------------------------
+
+    def attributes(self, path: bytes) -> dict[str, int]:
+        return self.lookup(path).attrs
+
+    def listdir(self, path: bytes) -> list[tuple[bytes, dict[str, int]]]:
+        """(lower name, lower attributes) of each entry shown in a directory."""
         parts = self._plain_parts(path)
-        out: list[tuple[bytes, int, int]] = []
+        out: list[tuple[bytes, dict[str, int]]] = []
+        excluder = self.excluder if self.excluder else None
         with self._dir(parts, _LIST_FLAGS) as fd, os.scandir(fd) as it:
             for d in it:
                 name = os.fsencode(d.name)
-                child = (*parts, name)
-                if self.excluder and self.excluder.excluded(b"/".join(child)):
+                if excluder is not None and excluder.excluded(b"/".join((*parts, name))):
                     continue
                 try:
-                    mode = d.stat(follow_symlinks=False).st_mode
+                    st = d.stat(follow_symlinks=False)
                 except OSError:
                     continue  # vanished since the listing
-                if not self._shown(mode, child, fd):
-                    continue
-                out.append((self.names.lower(name), stat.S_IFMT(mode), d.inode()))
+                attrs = self._shown(st, name, fd)
+                if attrs is not None:
+                    out.append((self.names.lower(name), attrs))
         return out
 
     def readlink(self, path: bytes) -> bytes:

@@ -14,6 +14,7 @@ import os
 import threading
 
 from ..keysource import KeyMaterial, KeySource
+from ..keystore import StableKeys
 from ..model import Entry, Kind
 
 
@@ -48,6 +49,8 @@ class InodeKeys:
                 rel=rel,
             )
             material = self.source.material(entry)
+            if isinstance(self.source, StableKeys):
+                self.source.flush()  # a no-op unless this file's key went to the key store
             # Stable keys may just have written the xattr, which moves the ctime: remember the
             # ctime the inode has now, so the next open finds this row.
             try:

@@ -188,3 +188,39 @@ def test_missing_fuse_device_is_one_clear_error(tmp_path: Path) -> None:
         check_fuse(str(tmp_path / "fuse"))
     assert "No such file or directory" in str(e.value)
     assert e.value.hint and "fuse" in e.value.hint
+
+
+def _serve_in_front(src: Path, mnt: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ECARCHIVE_PASSPHRASE": PASSPHRASE, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "ecarchive", "mount", "-f", *args, str(src), str(mnt)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    wait_mounted(mnt)
+    return proc
+
+
+def test_key_store_keeps_keys_of_a_killed_server(tmp_path: Path) -> None:
+    """On ramfs (no user xattrs) keys go to the key store; a server killed with SIGKILL, which
+    never reaches its clean shutdown, must not lose the keys it handed out."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting ramfs needs root")
+    src = tmp_path / "ramfs"
+    src.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "none", str(src)], check=True)
+    mnt, copy, store = tmp_path / "mnt", tmp_path / "copy", tmp_path / "keys.db"
+    mnt.mkdir()
+    args = ("--stable-keys", "--key-store", str(store))
+    try:
+        for i in range(5):
+            (src / f"f{i}").write_bytes(random.Random(i).randbytes(10_000 * i))
+        proc = _serve_in_front(src, mnt, *args)
+        try:
+            assert len(_sent(mnt, copy)) == 5
+        finally:
+            proc.kill()
+            proc.wait()
+            unmount(mnt)
+        with mounted(src, mnt, *args):
+            assert _sent(mnt, copy) == []
+    finally:
+        unmount(mnt)
+        subprocess.run(["umount", str(src)], check=True)

@@ -224,3 +224,16 @@ def test_key_store_keeps_keys_of_a_killed_server(tmp_path: Path) -> None:
     finally:
         unmount(mnt)
         subprocess.run(["umount", str(src)], check=True)
+
+
+def test_a_key_store_inside_source_is_not_in_the_view(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    store = src / "keys.db"
+    store.write_bytes(b"")
+    with mounted(
+        src, tmp_path / "mnt", "--fnek", "off", "--stable-keys", "--key-store", str(store)
+    ) as mnt:
+        assert sorted(os.listdir(mnt)) == ["a"]
+        assert not (mnt / "keys.db").exists()

@@ -10,6 +10,7 @@ the xattr or the key store. An open file keeps the material it was opened with.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -49,13 +50,12 @@ class InodeKeys:
                 rel=rel,
             )
             material = self.source.material(entry)
+            ctime = st.st_ctime_ns
             if isinstance(self.source, StableKeys):
                 self.source.flush()  # a no-op unless this file's key went to the key store
-            # Stable keys may just have written the xattr, which moves the ctime: remember the
-            # ctime the inode has now, so the next open finds this row.
-            try:
-                ctime = os.lstat(path).st_ctime_ns
-            except OSError:
-                ctime = st.st_ctime_ns
+                # It may just have written the xattr, which moves the ctime: remember the
+                # ctime the inode has now, so the next open finds this row.
+                with contextlib.suppress(OSError):
+                    ctime = os.lstat(path).st_ctime_ns
             self._known[inode] = (ctime, material)
             return material

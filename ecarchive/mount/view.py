@@ -30,7 +30,7 @@ from .resolve import open_beneath
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | _NOATIME
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | _NOATIME
 _BLOCK = 512  # st_blocks unit
 _SHOWN_TYPES = frozenset(
     (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK)
@@ -182,24 +182,24 @@ class LowerView:
 
     def open(self, path: bytes) -> LowerFile:
         """Open the plaintext file behind lower `path` for reading as its lower file."""
-        node = self.lookup(path)
-        if not stat.S_ISREG(node.st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        with self._dir(node.parts[:-1]) as dir_fd:
-            fd = _open_file(node.parts[-1], dir_fd)
+        parts = self._plain_parts(path)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        fd = _open_file(self.root_fd, parts)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise _missing()  # replaced by something else since the lookup
+                raise OSError(errno.EINVAL, "not a regular file")
             # O_NONBLOCK only kept a fifo swapped in from blocking the open.
             os.set_blocking(fd, True)
-            material = self.keys.material(os.path.join(self.source, node.rel), node.rel, st)
+            rel = b"/".join(parts)
+            material = self.keys.material(os.path.join(self.source, rel), rel, st)
             return LowerFile(
                 fd,
                 st,
                 material,
                 filenames_encrypted=self.names.encrypted,
-                rel=node.rel,
+                rel=rel,
                 reporter=self.reporter,
             )
         except BaseException:
@@ -221,9 +221,9 @@ class LowerView:
         }
 
 
-def _open_file(name: bytes, dir_fd: int) -> int:
+def _open_file(root_fd: int, parts: tuple[bytes, ...]) -> int:
     try:
-        return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        return open_beneath(root_fd, parts, _FILE_FLAGS)
     except PermissionError:
         # O_NOATIME is refused on files of other owners unless we are root
-        return os.open(name, _FILE_FLAGS & ~_NOATIME, dir_fd=dir_fd)
+        return open_beneath(root_fd, parts, _FILE_FLAGS & ~_NOATIME)

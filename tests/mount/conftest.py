@@ -8,6 +8,7 @@ with the reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -51,11 +52,20 @@ def fuse() -> None:
 
 
 def unmount(mnt: Path) -> None:
-    if os.path.ismount(mnt):
+    """Unmount, also a mount whose server died (ismount cannot see it: ENOTCONN)."""
+    if os.path.ismount(mnt) or _dead(mnt):
         tool = shutil.which("fusermount3") or shutil.which("fusermount") or "umount"
         subprocess.run([tool, "-u", str(mnt)], check=False, capture_output=True)
-        if os.path.ismount(mnt):
+        if os.path.ismount(mnt) or _dead(mnt):
             subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
+def _dead(mnt: Path) -> bool:
+    try:
+        os.stat(mnt)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
 
 
 def wait_mounted(mnt: Path, want: bool = True) -> None:

@@ -219,6 +219,12 @@ class KeyStore:
         except sqlite3.Error as e:
             raise KeyStoreError(f"key store {self.path}: {e}") from e
 
+    def commit(self) -> None:
+        try:
+            self._db.commit()
+        except sqlite3.Error as e:
+            raise KeyStoreError(f"cannot save key store {self.path}: {e}") from e
+
     def close(self) -> None:
         try:
             self._db.commit()
@@ -363,6 +369,15 @@ class StableKeys:
         if store is not None:
             with contextlib.suppress(KeyStoreError):
                 store.close()
+
+    def flush(self) -> None:
+        """Save the key store now: a long-lived user (a mount) must not lose the keys it has
+        handed out when it is killed before close()."""
+        if self._store is not None:
+            try:
+                self._store.commit()
+            except KeyStoreError as e:
+                self._drop_store(e)
 
     def close(self) -> None:
         """Save the key store and name, once, the files whose keys could not be kept."""

@@ -1,0 +1,94 @@
+"""`ecarchive mount`: a read-only FUSE view of SOURCE as an eCryptfs lower directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import api
+from ..errors import Reporter
+from ..keystore import XATTR_NAME
+from ._options import Subparsers, add_key_options, add_passphrase_options, passphrase
+from .create import _excludes
+
+EPILOG = """\
+examples:
+  ecarchive mount --stable-keys ~/Documents /mnt/docs-enc
+  rsync -a --delete /mnt/docs-enc/ nas:backup/docs/     # unchanged files are not sent
+  ecarchive umount /mnt/docs-enc
+restore a copy: ecarchive restore COPY DEST, or mount -t ecryptfs (see 'ecarchive keys')
+"""
+
+
+def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
+    m = sub.add_parser(
+        "mount",
+        prog=f"{prog} mount",
+        help="mount a read-only view of SOURCE as an eCryptfs lower directory",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument("source", metavar="SOURCE")
+    m.add_argument("mountpoint", metavar="MOUNTPOINT")
+    add_key_options(m)
+    sel = m.add_argument_group("selecting files")
+    sel.add_argument(
+        "--exclude",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help="hide paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
+    )
+    sel.add_argument(
+        "--exclude-from",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read exclude patterns from FILE, one per line",
+    )
+    st = m.add_argument_group("stable keys (without them, keys change at every mount)")
+    st.add_argument(
+        "--stable-keys",
+        action="store_true",
+        help=f"keep each file's key in the xattr {XATTR_NAME}, as create does, so an "
+        "unchanged file reads the same after a remount (writes to SOURCE)",
+    )
+    st.add_argument(
+        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
+    )
+    st.add_argument(
+        "--rotate-keys-on-change",
+        action="store_true",
+        help="new key for a file whose size or mtime changed",
+    )
+    fuse = m.add_argument_group("mount")
+    fuse.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="stay in the foreground until unmounted (Ctrl-C unmounts)",
+    )
+    fuse.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let other users see the mount (non-root: user_allow_other in /etc/fuse.conf)",
+    )
+    add_passphrase_options(m)
+    m.set_defaults(run=run)
+    return m
+
+
+def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    return api.mount(
+        args.source,
+        args.mountpoint,
+        passphrase=passphrase(args, confirm=True),
+        key_bytes=args.key_bytes,
+        fnek=args.fnek,
+        excludes=_excludes(args),
+        stable_keys=args.stable_keys,
+        key_store=args.key_store,
+        rotate_keys_on_change=args.rotate_keys_on_change,
+        foreground=args.foreground,
+        allow_other=args.allow_other,
+        reporter=reporter,
+    )

@@ -24,8 +24,7 @@ from .ecryptfs.keys import FnekMode, KeySet, derive_keyset
 from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
 from .fsio import open_root
-from .keysource import FreshKeys, KeySource
-from .keystore import StableKeys
+from .keystore import StableKeys, key_source
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry, Kind
 from .mount.run import MountRequest
@@ -328,18 +327,15 @@ def create(
             output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
         )
         dest.check()
-        keysource: KeySource
-        if stable_keys:
-            keysource = StableKeys(
-                keys.file_key,
-                key_bytes,
-                reporter,
-                store_path=key_store,
-                rotate_on_change=rotate_keys_on_change,
-                root_fd=root_fd,
-            )
-        else:
-            keysource = FreshKeys(keys.file_key, key_bytes)
+        keysource = key_source(
+            keys.file_key,
+            key_bytes,
+            reporter,
+            stable=stable_keys,
+            store_path=key_store,
+            rotate_on_change=rotate_keys_on_change,
+            root_fd=root_fd,
+        )
         reader = EncryptingReader(
             keysource,
             filenames_encrypted=keys.fnek is not None,

@@ -400,3 +400,26 @@ class StableKeys:
                 f"{XATTR_NAME} xattr; give --key-store PATH to keep them",
                 affects_exit=False,
             )
+
+
+def key_source(
+    key: KeyringKey,
+    key_bytes: int,
+    reporter: Reporter,
+    *,
+    stable: bool,
+    store_path: str | None = None,
+    rotate_on_change: bool = False,
+    root_fd: int | None = None,
+) -> FreshKeys | StableKeys:
+    """Where `create` and `mount` take each file's key material: fresh, or kept (xattr/store)."""
+    if not stable:
+        return FreshKeys(key, key_bytes)
+    return StableKeys(
+        key,
+        key_bytes,
+        reporter,
+        store_path=store_path,
+        rotate_on_change=rotate_on_change,
+        root_fd=root_fd,
+    )

@@ -10,7 +10,9 @@ from typing import TypeAlias
 
 from ..ecryptfs.constants import AES_CODES
 from ..ecryptfs.keys import FnekMode
+from ..errors import UsageError
 from ..passphrase import ENV_VAR, PassphraseSources, get_passphrase
+from ..plan import read_exclude_file
 
 PROG = "ecarchive"
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,3 +92,31 @@ def optional_passphrase(args: argparse.Namespace, *, prompt: bool) -> bytes | No
 
 def want_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (not args.quiet and sys.stderr.isatty()))
+
+
+def add_exclude_options(group: argparse._ArgumentGroup, verb: str) -> None:
+    """--exclude/--exclude-from; `verb` says what a match does ("skip", "hide")."""
+    group.add_argument(
+        "--exclude",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help=f"{verb} paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
+    )
+    group.add_argument(
+        "--exclude-from",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read exclude patterns from FILE, one per line",
+    )
+
+
+def excludes(args: argparse.Namespace) -> tuple[str, ...]:
+    patterns = tuple(args.exclude)
+    for path in args.exclude_from:
+        try:
+            patterns += read_exclude_file(path)
+        except OSError as e:
+            raise UsageError(f"cannot read exclude file {path}: {e.strerror}") from e
+    return patterns

@@ -7,8 +7,14 @@ import argparse
 from .. import api
 from ..errors import Reporter
 from ..keystore import XATTR_NAME
-from ._options import Subparsers, add_key_options, add_passphrase_options, passphrase
-from .create import _excludes
+from ._options import (
+    Subparsers,
+    add_exclude_options,
+    add_key_options,
+    add_passphrase_options,
+    excludes,
+    passphrase,
+)
 
 EPILOG = """\
 examples:
@@ -31,20 +37,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     m.add_argument("mountpoint", metavar="MOUNTPOINT")
     add_key_options(m)
     sel = m.add_argument_group("selecting files")
-    sel.add_argument(
-        "--exclude",
-        metavar="PATTERN",
-        action="append",
-        default=[],
-        help="hide paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
-    )
-    sel.add_argument(
-        "--exclude-from",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="read exclude patterns from FILE, one per line",
-    )
+    add_exclude_options(sel, "hide")
     st = m.add_argument_group("stable keys (without them, keys change at every mount)")
     st.add_argument(
         "--stable-keys",
@@ -84,7 +77,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         passphrase=passphrase(args, confirm=True),
         key_bytes=args.key_bytes,
         fnek=args.fnek,
-        excludes=_excludes(args),
+        excludes=excludes(args),
         stable_keys=args.stable_keys,
         key_store=args.key_store,
         rotate_keys_on_change=args.rotate_keys_on_change,

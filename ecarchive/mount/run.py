@@ -20,8 +20,8 @@ from types import ModuleType
 
 from ..ecryptfs.keys import KeySet
 from ..errors import EXIT_FATAL, EcarchiveError, Reporter
-from ..keysource import FreshKeys, KeySource
-from ..keystore import StableKeys
+from ..keysource import KeySource
+from ..keystore import StableKeys, key_source
 from .keys import InodeKeys
 from .names import Names
 from .view import LowerView
@@ -114,21 +114,16 @@ def _check_dirs(req: MountRequest) -> None:
         raise EcarchiveError(f"MOUNTPOINT {req.mountpoint} is inside SOURCE {req.source}")
 
 
-def _key_source(req: MountRequest, reporter: Reporter) -> KeySource:
-    if req.stable_keys:
-        return StableKeys(
-            req.keys.file_key,
-            req.key_bytes,
-            reporter,
-            store_path=req.key_store,
-            rotate_on_change=req.rotate_keys_on_change,
-        )
-    return FreshKeys(req.keys.file_key, req.key_bytes)
-
-
 def open_view(req: MountRequest, reporter: Reporter) -> tuple[LowerView, KeySource]:
     """The view a mount serves (also what the tests drive without FUSE)."""
-    source = _key_source(req, reporter)
+    source = key_source(
+        req.keys.file_key,
+        req.key_bytes,
+        reporter,
+        stable=req.stable_keys,
+        store_path=req.key_store,
+        rotate_on_change=req.rotate_keys_on_change,
+    )
     view = LowerView(
         os.fsencode(req.source),
         Names(req.keys.fnek, req.key_bytes),

@@ -11,6 +11,7 @@ from typing import TypeAlias
 from ..ecryptfs.constants import AES_CODES
 from ..ecryptfs.keys import FnekMode
 from ..errors import UsageError
+from ..keystore import XATTR_NAME
 from ..passphrase import ENV_VAR, PassphraseSources, get_passphrase
 from ..plan import read_exclude_file
 
@@ -120,3 +121,19 @@ def excludes(args: argparse.Namespace) -> tuple[str, ...]:
         except OSError as e:
             raise UsageError(f"cannot read exclude file {path}: {e.strerror}") from e
     return patterns
+
+
+def add_stable_key_options(group: argparse._ArgumentGroup, effect: str) -> None:
+    group.add_argument(
+        "--stable-keys",
+        action="store_true",
+        help=f"keep each file's key in the xattr {XATTR_NAME} {effect} (writes to SOURCE)",
+    )
+    group.add_argument(
+        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
+    )
+    group.add_argument(
+        "--rotate-keys-on-change",
+        action="store_true",
+        help="new key for a file whose size or mtime changed",
+    )

@@ -11,7 +11,6 @@ from typing import Any
 from .. import api
 from ..errors import Interrupted, Reporter, UsageError
 from ..iso import SECTOR_SIZE
-from ..keystore import XATTR_NAME
 from ..output import Output
 from ..sinks.base import ArchiveFormat
 from ._options import (
@@ -21,6 +20,7 @@ from ._options import (
     add_key_options,
     add_passphrase_options,
     add_progress_options,
+    add_stable_key_options,
     excludes,
     passphrase,
     want_progress,
@@ -95,20 +95,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         default="error",
         help="names over 143 bytes: fail before writing (default) or skip them",
     )
-    st = c.add_argument_group("stable keys")
-    st.add_argument(
-        "--stable-keys",
-        action="store_true",
-        help=f"keep each file's key in the xattr {XATTR_NAME} so unchanged files "
-        "encrypt to the same bytes (writes to SOURCE)",
-    )
-    st.add_argument(
-        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
-    )
-    st.add_argument(
-        "--rotate-keys-on-change",
-        action="store_true",
-        help="new key for a file whose size or mtime changed",
+    add_stable_key_options(
+        c.add_argument_group("stable keys"), "so unchanged files encrypt to the same bytes"
     )
     c.add_argument(
         "-j",

@@ -6,12 +6,12 @@ import argparse
 
 from .. import api
 from ..errors import Reporter
-from ..keystore import XATTR_NAME
 from ._options import (
     Subparsers,
     add_exclude_options,
     add_key_options,
     add_passphrase_options,
+    add_stable_key_options,
     excludes,
     passphrase,
 )
@@ -38,20 +38,9 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
     add_key_options(m)
     sel = m.add_argument_group("selecting files")
     add_exclude_options(sel, "hide")
-    st = m.add_argument_group("stable keys (without them, keys change at every mount)")
-    st.add_argument(
-        "--stable-keys",
-        action="store_true",
-        help=f"keep each file's key in the xattr {XATTR_NAME}, as create does, so an "
-        "unchanged file reads the same after a remount (writes to SOURCE)",
-    )
-    st.add_argument(
-        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
-    )
-    st.add_argument(
-        "--rotate-keys-on-change",
-        action="store_true",
-        help="new key for a file whose size or mtime changed",
+    add_stable_key_options(
+        m.add_argument_group("stable keys (without them, keys change at every mount)"),
+        "as create does, so an unchanged file reads the same after a remount",
     )
     fuse = m.add_argument_group("mount")
     fuse.add_argument(

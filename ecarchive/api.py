@@ -26,10 +26,12 @@ from .ecryptfs.names import encrypt_name
 from .errors import PlanRejected, Reporter, UsageError
 from .fsio import open_root
 from .incremental import Incremental, Keying, deletions_in_first_volume
-from .keysource import FreshKeys, KeySource
-from .keystore import StableKeys
+from .keystore import StableKeys, key_source
 from .manifest import MANIFEST_NAME, Facts, ManifestBuilder, append_manifest, tree_time_ns
 from .model import Entry, Kind
+from .mount.run import MountRequest
+from .mount.run import mount as _mount
+from .mount.run import umount as _umount
 from .plan import PlanOptions, build_plan
 from .progress import Progress, Tally
 from .read.listing import Style
@@ -59,7 +61,9 @@ __all__ = [
     "image_sizes",
     "keyset",
     "list_archive",
+    "mount",
     "restore",
+    "umount",
     "verify",
 ]
 
@@ -367,18 +371,15 @@ def create(
             output, volume_count=len(job.volumes), command=volume_command, only=volume, sizes=sizes
         )
         dest.check()
-        keysource: KeySource
-        if stable_keys:
-            keysource = StableKeys(
-                keys.file_key,
-                key_bytes,
-                reporter,
-                store_path=key_store,
-                rotate_on_change=rotate_keys_on_change,
-                root_fd=root_fd,
-            )
-        else:
-            keysource = FreshKeys(keys.file_key, key_bytes)
+        keysource = key_source(
+            keys.file_key,
+            key_bytes,
+            reporter,
+            stable=stable_keys,
+            store_path=key_store,
+            rotate_on_change=rotate_keys_on_change,
+            root_fd=root_fd,
+        )
         reader = EncryptingReader(
             keysource,
             filenames_encrypted=keys.fnek is not None,
@@ -502,3 +503,47 @@ def verify(
         as_json=as_json,
     )
     return max(code, reporter.exit_code)
+
+
+def mount(
+    source: str,
+    mountpoint: str,
+    *,
+    passphrase: bytes,
+    key_bytes: int = 16,
+    fnek: FnekName = "separate",
+    excludes: Sequence[str] = (),
+    stable_keys: bool = False,
+    key_store: str | None = None,
+    rotate_keys_on_change: bool = False,
+    foreground: bool = False,
+    allow_other: bool = False,
+    reporter: Reporter | None = None,
+) -> int:
+    """Mount a read-only FUSE view of SOURCE as an eCryptfs lower directory on MOUNTPOINT.
+
+    Names, sizes and keys are those `create` would write; copy the view (rsync, tar) and mount
+    the copy with `mount -t ecryptfs`, or `restore` it. Returns once the mount answers (in the
+    background), or after it is unmounted with `foreground`. Needs the `mount` extra."""
+    reporter = reporter or Reporter()
+    if (key_store or rotate_keys_on_change) and not stable_keys:
+        raise UsageError("--key-store and --rotate-keys-on-change need --stable-keys")
+    request = MountRequest(
+        source,
+        mountpoint,
+        keyset(passphrase, fnek),
+        key_bytes,
+        excludes=tuple(excludes) + _key_store_excludes(source, key_store),
+        stable_keys=stable_keys,
+        key_store=key_store,
+        rotate_keys_on_change=rotate_keys_on_change,
+        foreground=foreground,
+        allow_other=allow_other,
+    )
+    return _mount(request, reporter)
+
+
+def umount(mountpoint: str) -> int:
+    """Unmount what `mount` mounted (fusermount3 -u)."""
+    _umount(mountpoint)
+    return 0

@@ -219,6 +219,12 @@ class KeyStore:
         except sqlite3.Error as e:
             raise KeyStoreError(f"key store {self.path}: {e}") from e
 
+    def commit(self) -> None:
+        try:
+            self._db.commit()
+        except sqlite3.Error as e:
+            raise KeyStoreError(f"cannot save key store {self.path}: {e}") from e
+
     def close(self) -> None:
         try:
             self._db.commit()
@@ -364,6 +370,15 @@ class StableKeys:
             with contextlib.suppress(KeyStoreError):
                 store.close()
 
+    def flush(self) -> None:
+        """Save the key store now: a long-lived user (a mount) must not lose the keys it has
+        handed out when it is killed before close()."""
+        if self._store is not None:
+            try:
+                self._store.commit()
+            except KeyStoreError as e:
+                self._drop_store(e)
+
     def close(self) -> None:
         """Save the key store and name, once, the files whose keys could not be kept."""
         if self._dirs is not None:
@@ -385,3 +400,26 @@ class StableKeys:
                 f"{XATTR_NAME} xattr; give --key-store PATH to keep them",
                 affects_exit=False,
             )
+
+
+def key_source(
+    key: KeyringKey,
+    key_bytes: int,
+    reporter: Reporter,
+    *,
+    stable: bool,
+    store_path: str | None = None,
+    rotate_on_change: bool = False,
+    root_fd: int | None = None,
+) -> FreshKeys | StableKeys:
+    """Where `create` and `mount` take each file's key material: fresh, or kept (xattr/store)."""
+    if not stable:
+        return FreshKeys(key, key_bytes)
+    return StableKeys(
+        key,
+        key_bytes,
+        reporter,
+        store_path=store_path,
+        rotate_on_change=rotate_on_change,
+        root_fd=root_fd,
+    )

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import EXIT_FATAL, EcarchiveError, Interrupted, PlanRejected, Reporter
-from . import create, keys, restore, verify
+from . import create, keys, mount, restore, umount, verify
 from . import list as list_
 from ._options import EXAMPLES, PROG
 
 EXIT_INTERRUPTED = 130
-VERBS = (create, restore, list_, verify, keys)
+VERBS = (create, restore, list_, verify, keys, mount, umount)
 USAGE = f"{PROG} COMMAND [options] ..."
 DESCRIPTION = f"""\
 commands:
@@ -27,6 +27,8 @@ commands:
   {PROG} list ARCHIVE|-                        list decrypted paths, types and sizes
   {PROG} verify ARCHIVE|DIR                    check hashes (and, with a passphrase, the HMAC)
   {PROG} keys                                  print key signatures and the mount command
+  {PROG} mount [options] SOURCE MOUNTPOINT     read-only FUSE view of SOURCE as a lower directory
+  {PROG} umount MOUNTPOINT                     unmount it
 
 '{PROG} COMMAND --help' lists a command's options; 'man ecarchive' has the rest.
 """

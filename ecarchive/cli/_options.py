@@ -10,7 +10,10 @@ from typing import TypeAlias
 
 from ..ecryptfs.constants import AES_CODES
 from ..ecryptfs.keys import FnekMode
+from ..errors import UsageError
+from ..keystore import XATTR_NAME
 from ..passphrase import ENV_VAR, PassphraseSources, get_passphrase
+from ..plan import read_exclude_file
 
 PROG = "ecarchive"
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -90,3 +93,47 @@ def optional_passphrase(args: argparse.Namespace, *, prompt: bool) -> bytes | No
 
 def want_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress or (not args.quiet and sys.stderr.isatty()))
+
+
+def add_exclude_options(group: argparse._ArgumentGroup, verb: str) -> None:
+    """--exclude/--exclude-from; `verb` says what a match does ("skip", "hide")."""
+    group.add_argument(
+        "--exclude",
+        metavar="PATTERN",
+        action="append",
+        default=[],
+        help=f"{verb} paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
+    )
+    group.add_argument(
+        "--exclude-from",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read exclude patterns from FILE, one per line",
+    )
+
+
+def excludes(args: argparse.Namespace) -> tuple[str, ...]:
+    patterns = tuple(args.exclude)
+    for path in args.exclude_from:
+        try:
+            patterns += read_exclude_file(path)
+        except OSError as e:
+            raise UsageError(f"cannot read exclude file {path}: {e.strerror}") from e
+    return patterns
+
+
+def add_stable_key_options(group: argparse._ArgumentGroup, effect: str) -> None:
+    group.add_argument(
+        "--stable-keys",
+        action="store_true",
+        help=f"keep each file's key in the xattr {XATTR_NAME} {effect} (writes to SOURCE)",
+    )
+    group.add_argument(
+        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
+    )
+    group.add_argument(
+        "--rotate-keys-on-change",
+        action="store_true",
+        help="new key for a file whose size or mtime changed",
+    )

@@ -11,16 +11,17 @@ from typing import Any
 from .. import api
 from ..errors import Interrupted, Reporter, UsageError
 from ..iso import SECTOR_SIZE
-from ..keystore import XATTR_NAME
 from ..output import Output
-from ..plan import read_exclude_file
 from ..sinks.base import ArchiveFormat
 from ._options import (
     EXAMPLES,
     Subparsers,
+    add_exclude_options,
     add_key_options,
     add_passphrase_options,
     add_progress_options,
+    add_stable_key_options,
+    excludes,
     passphrase,
     want_progress,
 )
@@ -86,20 +87,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         help=f"name of the lower directory in the archive (default {api.DEFAULT_LOWER_NAME})",
     )
     sel = c.add_argument_group("selecting files")
-    sel.add_argument(
-        "--exclude",
-        metavar="PATTERN",
-        action="append",
-        default=[],
-        help="skip paths matching PATTERN (GNU tar globbing, relative to SOURCE)",
-    )
-    sel.add_argument(
-        "--exclude-from",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="read exclude patterns from FILE, one per line",
-    )
+    add_exclude_options(sel, "skip")
     sel.add_argument("--one-file-system", action="store_true", help="stay on SOURCE's file system")
     sel.add_argument(
         "--long-names",
@@ -121,20 +109,8 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         choices=[0],
         help="0: a full archive starting a new chain, whatever SNAPSHOT holds",
     )
-    st = c.add_argument_group("stable keys")
-    st.add_argument(
-        "--stable-keys",
-        action="store_true",
-        help=f"keep each file's key in the xattr {XATTR_NAME} so unchanged files "
-        "encrypt to the same bytes (writes to SOURCE)",
-    )
-    st.add_argument(
-        "--key-store", metavar="PATH", help="keep keys here where xattrs cannot be written"
-    )
-    st.add_argument(
-        "--rotate-keys-on-change",
-        action="store_true",
-        help="new key for a file whose size or mtime changed",
+    add_stable_key_options(
+        c.add_argument_group("stable keys"), "so unchanged files encrypt to the same bytes"
     )
     c.add_argument(
         "-j",
@@ -165,16 +141,6 @@ def interrupted_by_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
-    excludes = tuple(args.exclude)
-    for path in args.exclude_from:
-        try:
-            excludes += read_exclude_file(path)
-        except OSError as e:
-            raise UsageError(f"cannot read exclude file {path}: {e.strerror}") from e
-    return excludes
-
-
 def _print_sizes(sizes: list[int], unit: str | None, volume: int | None) -> None:
     numbered = list(enumerate(sizes, 1))
     if volume is not None:
@@ -196,7 +162,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         key_bytes=args.key_bytes,
         fnek=args.fnek,
         lower_name=args.lower_name,
-        excludes=_excludes(args),
+        excludes=excludes(args),
         one_file_system=args.one_file_system,
         skip_long_names=args.long_names == "skip",
         volume_label=args.volume_label,

@@ -107,10 +107,14 @@ def test_paths_1500_levels_deep(tmp_path: Path) -> None:
     assert b"Traceback" not in r.stderr and b"MANIFEST.ecarchive: missing" in r.stdout
     dest = tmp_path / "dest"
     reporter = Reporter(stream=io.StringIO())
-    restore_archive(str(tar), str(dest), SECRET, reporter)
-    assert reporter.exit_code == 0, reporter.warnings
-    assert (dest.joinpath(*["d"] * 1500) / "leaf").read_bytes() == b"at the bottom"
-    subprocess.run(["rm", "-rf", str(dest)], check=True)  # shutil.rmtree recurses too deep
+    try:
+        restore_archive(str(tar), str(dest), SECRET, reporter)
+        assert reporter.exit_code == 0, reporter.warnings
+        assert (dest.joinpath(*["d"] * 1500) / "leaf").read_bytes() == b"at the bottom"
+    finally:
+        # pytest's tmp_path cleanup (shutil.rmtree) recurses too deep for this tree, even
+        # when the test failed halfway
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
 
 
 @pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")

@@ -12,7 +12,6 @@ while read). Warnings go to `reporter` (stderr by default).
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -32,7 +31,7 @@ from .model import Entry, Kind
 from .mount.run import MountRequest
 from .mount.run import mount as _mount
 from .mount.run import umount as _umount
-from .plan import PlanOptions, build_plan
+from .plan import PlanOptions, build_plan, exclude_pattern
 from .progress import Progress, Tally
 from .read.listing import Style
 from .read.listing import list_archive as _list_archive
@@ -108,14 +107,8 @@ def keyset(passphrase: bytes, fnek: FnekName = "separate") -> KeySet:
 
 def _key_store_excludes(source: str, key_store: str | None) -> tuple[str, ...]:
     """Never archive the key store itself: it changes while the archive is written."""
-    if not key_store:
-        return ()
-    store = os.path.realpath(key_store)
-    rel = os.path.relpath(store, os.path.realpath(source))
-    if rel.startswith(os.pardir):
-        return ()
-    pattern = "/" + glob.escape(rel)
-    return (pattern, pattern + "-journal")
+    pattern = exclude_pattern(key_store, source) if key_store else None
+    return () if pattern is None else (pattern, pattern + "-journal")
 
 
 @contextlib.contextmanager

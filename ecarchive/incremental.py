@@ -43,7 +43,6 @@ out when nothing was deleted.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import re
@@ -55,6 +54,7 @@ from dataclasses import dataclass, replace
 from .errors import EcarchiveError
 from .manifest import escape, unescape
 from .model import Entry, Kind
+from .plan import exclude_pattern
 
 SNAPSHOT_MAGIC = b"ecarchive-snapshot 1\n"
 DELETED_NAME = b"MANIFEST.deleted"
@@ -477,13 +477,11 @@ then add the passphrase and mount the lower directory as above. Without the kern
 
 def snapshot_excludes(snapshot: str, source: str) -> tuple[str, ...]:
     """Never archive the snapshot (nor its temporary) when it lies inside SOURCE."""
-    path = os.path.realpath(snapshot)
-    rel = os.path.relpath(path, os.path.realpath(source))
-    if rel.startswith(os.pardir):
+    pattern = exclude_pattern(snapshot, source)
+    if pattern is None:
         return ()
-    pattern = "/" + glob.escape(rel)
-    head = os.path.dirname(pattern)
-    return (pattern, os.path.join(head, "." + glob.escape(os.path.basename(path)) + ".*.tmp"))
+    head, name = os.path.split(pattern)
+    return (pattern, os.path.join(head, f".{name}.*.tmp"))
 
 
 class SnapshotWriter:

@@ -9,6 +9,7 @@ the encrypting reader reaches the files later.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import grp
 import os
 import pwd
@@ -83,6 +84,15 @@ class Excluder:
             for i in range(len(parts))
             for p in self._floating
         )
+
+
+def exclude_pattern(path: str, source: str) -> str | None:
+    """The --exclude pattern for exactly PATH (symlinks resolved) when it lies inside SOURCE,
+    e.g. a file the run itself writes there (key store, snapshot); None when it is outside."""
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(source))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return "/" + glob.escape(rel)
 
 
 def read_exclude_file(path: str) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,69 @@ def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+_ATTACK_MANIFEST_BYTES = 64 << 20
+_RSS_LIMIT_KIB = 200 << 10
+_TIME_LIMIT_S = 120.0
+
+
+_HEAD = (
+    b"ecarchive-manifest 1\ncipher aes\nkey-bytes 16\nfile-key-sig 0123456789abcdef\n"
+    b"fnek-sig -\nlower-root Private\nvolume 0001 of 0001\ncreated 0.000000000\n"
+    b"entries 1\n"
+)
+# Short well-formed lines (directories no archive holds, 79 bytes: 850,000 of them), and the
+# shortest that look like entries (9 bytes, malformed: 7.5 million of them).
+_LINES: dict[str, Callable[[int], bytes]] = {
+    "well-formed": lambda i: b"d 0 %s P/%07d\n" % (b"-" * 64, i),
+    "tiny": lambda i: b"f 1 00 a\n",
+}
+_SHOWN = {
+    "well-formed": ("listed in the manifest is missing", "more problems with manifest lines"),
+    "tiny": ("malformed lines; not read further",),
+}
+
+
+@pytest.mark.parametrize("lines", sorted(_LINES))
+def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(
+    tmp_path: Path, lines: str
+) -> None:
+    """64 MiB of manifest lines compress to a few hundred KB: verify must not build an object
+    per line (it took gigabytes and minutes), nor print a million problems."""
+    line = _LINES[lines]
+    count = (_ATTACK_MANIFEST_BYTES - len(_HEAD)) // len(line(0))
+    body = b"".join(line(i) for i in range(count))
+    tar = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar, "w:gz", compresslevel=9) as t:
+        _add(t, b"RESTORE.txt", b"plain text\n")
+        _add(t, b"Private")
+        _add(t, b"MANIFEST.ecarchive", _HEAD + body)
+        del body
+    assert tar.stat().st_size < 4 << 20
+    # A fresh parent whose only child is verify: RUSAGE_CHILDREN is then that child's peak.
+    probe = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.monotonic()\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
+        f" timeout={_TIME_LIMIT_S})\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+        " time.monotonic() - t, len(r.stdout.splitlines()))\n"
+        "sys.stdout.write(r.stdout.decode()[-2000:])\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe, sys.executable, "-m", "ecarchive", "verify", str(tar)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, _, shown = r.stdout.partition("\n")
+    code, rss_kib, seconds, printed = first.split()
+    assert int(code) == 1, shown
+    assert int(rss_kib) <= _RSS_LIMIT_KIB, f"peak RSS {int(rss_kib) >> 10} MiB"
+    assert float(seconds) < _TIME_LIMIT_S
+    assert int(printed) < 1000, "each missing line printed on its own"
+    assert all(text in shown for text in _SHOWN[lines]), shown

@@ -164,9 +164,7 @@ _SHOWN = {
 
 
 @pytest.mark.parametrize("lines", sorted(_LINES))
-def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(
-    tmp_path: Path, lines: str
-) -> None:
+def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(tmp_path: Path, lines: str) -> None:
     """64 MiB of manifest lines compress to a few hundred KB: verify must not build an object
     per line (it took gigabytes and minutes), nor print a million problems."""
     line = _LINES[lines]

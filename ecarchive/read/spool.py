@@ -12,13 +12,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 
-from .decode import CHUNK
-
 _LEVEL = 1
+PIECE = 1 << 20  # bytes handed out per piece when read back
 
 
 class Spool:
-    """Bytes written once, read back in pieces of at most CHUNK bytes."""
+    """Bytes written once, read back in pieces of at most PIECE bytes."""
 
     def __init__(self) -> None:
         self._z = zlib.compressobj(_LEVEL)
@@ -38,7 +37,7 @@ class Spool:
         for part in self._parts:
             pending = part
             while pending:
-                yield unz.decompress(pending, CHUNK)
+                yield unz.decompress(pending, PIECE)
                 pending = unz.unconsumed_tail
         if tail := unz.flush():
             yield tail

@@ -51,11 +51,10 @@ from ..manifest import (
 from ..model import KIND_OF_FILE_TYPE, Kind
 from .decode import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
 from .dest import DestTree
-from .members import open_lower_file
+from .members import MAX_MANIFEST_BYTES, open_lower_file
 from .spool import Spool
 
 STDIN = "-"
-MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 _FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "first" may vary
 _SIZED_KINDS = (*_FILE_KINDS, Kind.SYMLINK)  # a directory's size depends on the medium
@@ -258,6 +257,7 @@ class Verifier:
     _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _held: list[str] = field(default_factory=list)
+    _decided: bool = False  # every member was read: nothing is held any longer
     source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
     as_json: bool = False  # one JSON object per problem line and for the summary
 
@@ -287,7 +287,8 @@ class Verifier:
             line = json.dumps(record)
         else:
             line = f"{self.display(path)}: {message}"
-        if self.keys is not None and not self.keys.verified and len(self._held) < HELD_MAX:
+        undecided = self.keys is not None and not self.keys.verified and not self._decided
+        if undecided and len(self._held) < HELD_MAX:
             self._held.append(line)  # a wrong passphrase is decided over the archive first
             return
         self.flush()
@@ -316,6 +317,9 @@ class Verifier:
         if keys.foreign >= FOREIGN_LIMIT or (at_end and keys.foreign):
             raise keys.wrong_passphrase()
         if at_end:
+            # an archive without one lower file never verifies the passphrase: the manifest's
+            # problems, found after this, must not wait for it
+            self._decided = True
             self.flush()
 
     def display(self, path: bytes) -> str:

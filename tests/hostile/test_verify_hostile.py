@@ -163,10 +163,8 @@ _SHOWN = {
 }
 
 
-@pytest.mark.parametrize("lines", sorted(_LINES))
-def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(tmp_path: Path, lines: str) -> None:
-    """64 MiB of manifest lines compress to a few hundred KB: verify must not build an object
-    per line (it took gigabytes and minutes), nor print a million problems."""
+def _bomb(tmp_path: Path, lines: str, *members: tuple[bytes, bytes | None]) -> Path:
+    """A small .tar.gz whose MANIFEST.ecarchive holds 64 MiB of `lines`."""
     line = _LINES[lines]
     count = (_ATTACK_MANIFEST_BYTES - len(_HEAD)) // len(line(0))
     body = b"".join(line(i) for i in range(count))
@@ -174,32 +172,63 @@ def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(tmp_path: Path, 
     with tarfile.open(tar, "w:gz", compresslevel=9) as t:
         _add(t, b"RESTORE.txt", b"plain text\n")
         _add(t, b"Private")
+        for name, data in members:
+            _add(t, name, data)
         _add(t, b"MANIFEST.ecarchive", _HEAD + body)
         del body
     assert tar.stat().st_size < 4 << 20
-    # A fresh parent whose only child is verify: RUSAGE_CHILDREN is then that child's peak.
-    probe = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.monotonic()\n"
-        "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
-        f" timeout={_TIME_LIMIT_S})\n"
-        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
-        " time.monotonic() - t, len(r.stdout.splitlines()))\n"
-        "sys.stdout.write(r.stdout.decode()[-2000:])\n"
-    )
+    return tar
+
+
+# A fresh parent whose only child is the command: RUSAGE_CHILDREN is then that child's peak.
+_PROBE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.monotonic()\n"
+    "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
+    f" stdin=subprocess.DEVNULL, timeout={_TIME_LIMIT_S})\n"
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+    " time.monotonic() - t, len(r.stdout.splitlines()), len(r.stderr.splitlines()))\n"
+    "sys.stdout.write(r.stdout.decode() + r.stderr.decode())\n"
+)
+
+
+def _bounded_run(*args: str) -> tuple[int, int, str]:
+    """Run `ecarchive ARGS`, assert its peak RSS and time; its exit code, the number of lines
+    it printed, and the last of them."""
     r = subprocess.run(
-        [sys.executable, "-c", probe, sys.executable, "-m", "ecarchive", "verify", str(tar)],
+        [sys.executable, "-c", _PROBE, sys.executable, "-m", "ecarchive", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "ECARCHIVE_PASSPHRASE": PASSPHRASE},
         check=False,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     first, _, shown = r.stdout.partition("\n")
-    code, rss_kib, seconds, printed = first.split()
-    assert int(code) == 1, shown
+    code, rss_kib, seconds, out_lines, err_lines = first.split()
     assert int(rss_kib) <= _RSS_LIMIT_KIB, f"peak RSS {int(rss_kib) >> 10} MiB"
     assert float(seconds) < _TIME_LIMIT_S
-    assert int(printed) < 1000, "each missing line printed on its own"
-    assert all(text in shown for text in _SHOWN[lines]), shown
+    return int(code), int(out_lines) + int(err_lines), shown
+
+
+@pytest.mark.parametrize("lines", sorted(_LINES))
+def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(tmp_path: Path, lines: str) -> None:
+    """64 MiB of manifest lines compress to a few hundred KB: verify must not build an object
+    per line (it took gigabytes and minutes), nor print a million problems."""
+    code, printed, shown = _bounded_run("verify", str(_bomb(tmp_path, lines)))
+    assert code == 1, shown
+    assert printed < 1000, "each missing line printed on its own"
+    assert all(text in shown for text in _SHOWN[lines]), shown[-3000:]
+
+
+def test_restore_checks_a_huge_manifest_in_bounded_memory(tmp_path: Path) -> None:
+    """restore hashes what it writes and checks it against the manifest at the end: the same
+    manifest of 850,000 lines must not cost an object per line there either."""
+    lower = LowerTree(tmp_path / "lower", CLEAR, 16)
+    lower.file("kept", b"x")
+    tar = _bomb(tmp_path, "well-formed", (b"Private/kept", lower.lower("kept").read_bytes()))
+    dest = tmp_path / "dest"
+    code, _, shown = _bounded_run("restore", str(tar), str(dest))
+    assert code == 1, shown
+    assert (dest / "kept").read_bytes() == b"x"
+    assert "HMAC does not verify" in shown and "kept: not in the manifest" in shown, shown

@@ -248,6 +248,7 @@ class Verifier:
     problems: int = 0
     data_bytes: int = 0
     seen: dict[bytes, _Seen] = field(default_factory=dict)
+    _resolved: dict[bytes, _Seen | None] = field(default_factory=dict)  # hard link → its data
     manifest: Spool | None = None
     line_problems: int = 0  # problems with manifest lines, MAX_PROBLEMS of them printed
     lower_root: bytes | None = None
@@ -626,14 +627,22 @@ class Verifier:
             self.emit(MANIFEST_NAME, f"{hidden} more problems with manifest lines not shown")
 
     def resolved(self, path: bytes) -> _Seen | None:
-        """The member whose data a hard link (chain) names; a loop resolves to nothing."""
-        seen = self.seen.get(path)
-        hops = 0
+        """The member whose data a hard link (chain) names; a loop resolves to nothing.
+        Each name's answer is kept: a chain of n links is walked once, not once per name."""
+        chain: list[bytes] = []
+        at, seen = path, self.seen.get(path)
         while seen is not None and seen.kind is Kind.HARDLINK:
-            hops += 1
-            if hops > len(self.seen):
-                return None
-            seen = self.seen.get(seen.target)
+            if at in self._resolved:
+                seen = self._resolved[at]
+                break
+            chain.append(at)
+            if len(chain) > len(self.seen):
+                seen = None
+                break
+            at = seen.target
+            seen = self.seen.get(at)
+        for link in chain:
+            self._resolved[link] = seen
         return seen
 
     def check_line(self, line: Line) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -232,3 +235,40 @@ def test_restore_checks_a_huge_manifest_in_bounded_memory(tmp_path: Path) -> Non
     assert code == 1, shown
     assert (dest / "kept").read_bytes() == b"x"
     assert "HMAC does not verify" in shown and "kept: not in the manifest" in shown, shown
+
+
+_CHAIN = 20_000
+
+
+def test_verify_follows_a_long_hard_link_chain(tmp_path: Path) -> None:
+    """Private/h1 links to Private/f, h2 to h1, ... h20000 to h19999 (tar allows a link to a
+    link): each name resolves to f's data without recursion and without walking the chain
+    again for every name (20,000² hops)."""
+    data = b"chained data\n"
+    digest = hashlib.sha256(data).hexdigest().encode()
+    names = [b"Private/f"] + [b"Private/h%d" % i for i in range(1, _CHAIN + 1)]
+    restore = b"plain text\n"
+    lines = [
+        b"f %d %s RESTORE.txt\n" % (len(restore), hashlib.sha256(restore).hexdigest().encode()),
+        b"d 0 %s Private\n" % (b"-" * 64),
+        b"f %d %s Private/f\n" % (len(data), digest),
+    ]
+    lines += [b"h %d %s %s Private/f\n" % (len(data), digest, name) for name in names[1:]]
+    head = _HEAD.replace(b"entries 1\n", b"entries %d\n" % len(lines))
+    tar = tmp_path / "chain.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        _add(t, b"RESTORE.txt", restore)
+        _add(t, b"Private")
+        _add(t, names[0], data)
+        for prev, name in itertools.pairwise(names):
+            info = tarfile.TarInfo(os.fsdecode(name))
+            info.type, info.linkname, info.mtime = tarfile.LNKTYPE, os.fsdecode(prev), 1_700_000_000
+            t.addfile(info)
+        _add(t, b"MANIFEST.ecarchive", head + b"".join(lines))
+    started = time.monotonic()
+    r = run_cli(["verify", str(tar)], passphrase=None)
+    seconds = time.monotonic() - started
+    out = r.stdout.decode()
+    assert r.returncode == 0, out[-3000:] + r.stderr.decode()[-3000:]
+    assert f"OK, {_CHAIN + 3} entries" in out
+    assert seconds < 60, f"{seconds:.0f} s"

@@ -407,53 +407,153 @@ def _parse_facts(values: dict[bytes, bytes]) -> tuple[Facts, int]:
         raise ManifestError(f"manifest header is malformed: {e}") from e
 
 
-def parse(data: bytes) -> Manifest:
-    """Read a manifest. Raises ManifestError if it is not one; malformed entry lines are
-    collected in `problems` so one bad line does not hide the rest."""
-    if not data.startswith(MAGIC_LINE):
-        raise ManifestError("not an ecarchive manifest (bad first line)")
-    raw_lines = data.split(b"\n")
-    trailing = raw_lines.pop()  # text after the last newline: empty in a well-formed manifest
-    values: dict[bytes, bytes] = {}
-    lines: list[Line] = []
-    problems: list[str] = []
-    mac: bytes | None = None
-    signed_end = len(data)
-    offset = malformed = 0
-    for number, raw in enumerate(raw_lines, start=1):
-        start, offset = offset, offset + len(raw) + 1
+# Two %-escaped PATH_MAX paths and the fixed fields; a longer line is not one of ours.
+MAX_LINE = 2 * 3 * 4096 + 256
+# Problems named one by one; beyond this many a count stands for the rest.
+MAX_PROBLEMS = 100
+# Every line we write is well-formed: past this many malformed ones the text is not ours, and
+# reading on (millions of 8-byte lines fit in a small compressed archive) would only cost time.
+MAX_MALFORMED = 1000
+
+
+class ManifestReader:
+    """A manifest read as its bytes pass: `feed` yields each entry line as soon as it is
+    complete, the HMAC is computed over the bytes on their way, and nothing is kept but the
+    line being assembled, so memory does not depend on the manifest's length (a crafted
+    manifest of millions of tiny lines in a small compressed archive must not cost gigabytes).
+
+    `feed` raises ManifestError when the text is not a manifest (bad first line, a header
+    missing or malformed before the first entry, a line longer than MAX_LINE); malformed entry
+    lines are counted in `problems` so one bad line does not hide the rest. Call `close` at
+    the end for the checks that need the whole text (count, final newline)."""
+
+    def __init__(self, key: KeyringKey | None = None) -> None:
+        self._mac = hmac.new(manifest_key(key), digestmod=hashlib.sha256) if key else None
+        self._tail = bytearray()
+        self._values: dict[bytes, bytes] = {}
+        self.number = 0  # lines read
+        self.signed_bytes = 0  # bytes before the hmac-sha256 line
+        self.facts: Facts | None = None
+        self.declared = 0
+        self.entries = 0  # entry lines, well-formed or not
+        self.malformed = 0
+        self.mac: bytes | None = None
+        self.problems: list[str] = []
+        self.unnamed = 0  # problems beyond MAX_PROBLEMS
+        self._ended = False  # the hmac line was read
+        self._after = False  # text followed it
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.unnamed += 1
+
+    def feed(self, chunk: Chunk) -> Iterator[Line]:
+        data = bytes(chunk)
+        pos = 0
+        while (end := data.find(b"\n", pos)) >= 0:
+            if self._tail:
+                self._tail += data[pos:end]
+                raw = bytes(self._tail)
+                self._tail.clear()
+            else:
+                raw = data[pos:end]
+            pos = end + 1
+            if len(raw) > MAX_LINE:
+                raise ManifestError(f"manifest line {self.number + 1} is too long")
+            line = self._line(raw)
+            if line is not None:
+                yield line
+        self._tail += data[pos:]
+        if len(self._tail) > MAX_LINE:
+            raise ManifestError(f"manifest line {self.number + 1} is too long")
+
+    def _line(self, raw: bytes) -> Line | None:
+        self.number += 1
+        number = self.number
+        if self._ended:
+            if not self._after:
+                self._after = True
+                self.problem(f"manifest line {number - 1}: text follows the HMAC line")
+            return None
         if number == 1:
-            continue
+            if raw + b"\n" != MAGIC_LINE:
+                raise ManifestError("not an ecarchive manifest (bad first line)")
+            self._signed(raw)
+            return None
         if raw.startswith(HMAC_PREFIX):
-            signed_end = start
+            self._header_done()
+            self._ended = True
             try:
-                mac = bytes.fromhex(raw[len(HMAC_PREFIX) :].decode("ascii"))
+                self.mac = bytes.fromhex(raw[len(HMAC_PREFIX) :].decode("ascii"))
             except ValueError:
-                problems.append(f"manifest line {number}: the HMAC is not hex")
-            if number != len(raw_lines):
-                problems.append(f"manifest line {number}: text follows the HMAC line")
-            break
+                self.problem(f"manifest line {number}: the HMAC is not hex")
+            return None
+        self._signed(raw)
         key, _, value = raw.partition(b" ")
-        if key in _FACT_KEYS + _OPTIONAL_FACT_KEYS and not lines:
-            values[key] = value
-            continue
+        if key in _FACT_KEYS + _OPTIONAL_FACT_KEYS and not self.entries:
+            self._values[key] = value
+            return None
+        self._header_done()
+        self.entries += 1
         try:
-            lines.append(_parse_line(number, raw))
+            return _parse_line(number, raw)
         except ManifestError as e:
-            malformed += 1
-            problems.append(str(e))
-    if trailing:
-        problems.append("manifest does not end with a newline")
-    facts, declared = _parse_facts(values)
-    if declared != len(lines) + malformed:
-        problems.append(f"manifest says {declared} entries but lists {len(lines)}")
+            self.malformed += 1
+            if self.malformed > MAX_MALFORMED:
+                raise ManifestError(
+                    f"manifest line {number}: more than {MAX_MALFORMED} malformed lines; "
+                    "not read further"
+                ) from e
+            self.problem(str(e))
+            return None
+
+    def _signed(self, raw: bytes) -> None:
+        self.signed_bytes += len(raw) + 1
+        if self._mac is not None:
+            self._mac.update(raw)
+            self._mac.update(b"\n")
+
+    def _header_done(self) -> None:
+        if self.facts is None:
+            self.facts, self.declared = _parse_facts(self._values)
+
+    def close(self) -> Facts:
+        """The facts, once every byte was fed; adds the problems only the end shows."""
+        if self.number == 0:
+            raise ManifestError("not an ecarchive manifest (bad first line)")
+        if self._tail:
+            self.problem("manifest does not end with a newline")
+        self._header_done()
+        assert self.facts is not None
+        if self.declared != self.entries:
+            wellformed = self.entries - self.malformed
+            self.problem(f"manifest says {self.declared} entries but lists {wellformed}")
+        if self.unnamed:
+            self.problems.append(f"... and {self.unnamed} more manifest problems")
+        return self.facts
+
+    def mac_ok(self) -> bool:
+        """Whether the HMAC line matches the bytes before it (False without a key)."""
+        if self._mac is None or self.mac is None:
+            return False
+        return hmac.compare_digest(self._mac.digest(), self.mac)
+
+
+def parse(data: bytes) -> Manifest:
+    """Read a whole manifest held in memory (see ManifestReader for one read as it passes).
+    Raises ManifestError if it is not one; malformed entry lines are `problems`."""
+    reader = ManifestReader()
+    lines = tuple(reader.feed(data))
+    facts = reader.close()
     return Manifest(
         facts=facts,
-        lines=tuple(lines),
-        declared_entries=declared,
-        mac=mac,
-        signed=data[:signed_end],
-        problems=tuple(problems),
+        lines=lines,
+        declared_entries=reader.declared,
+        mac=reader.mac,
+        signed=data[: reader.signed_bytes if reader.mac is not None else len(data)],
+        problems=tuple(reader.problems),
     )
 
 

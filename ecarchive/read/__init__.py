@@ -8,6 +8,7 @@
     dest.py     DEST reached only through directory file descriptors
     select.py   PATH / --include / --exclude
     listing.py  `list`
+    spool.py    a member kept compressed until the archive's end (the manifest)
     verify.py   `verify` (still with its own member walk: the one remaining twin of members.py)
 
 Every eCryptfs fact (marker, header, sizes, names) comes from `ecarchive.ecryptfs`.

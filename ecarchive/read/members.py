@@ -35,6 +35,7 @@ from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
+from .spool import Spool
 
 STDIN = "-"
 RESTORE_NAME = b"RESTORE.txt"
@@ -272,22 +273,24 @@ def _is_iso(archive: Any) -> bool:
     return bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660")
 
 
-def _read_bounded(data: DataReader, limit: int) -> bytes | None:
-    """All of a small member, or None when it holds more than `limit` bytes."""
-    out = bytearray()
+def spool_bounded(data: DataReader, limit: int) -> Spool | None:
+    """A small member kept (compressed) until the end, or None when it holds more than
+    `limit` bytes."""
+    spool = Spool()
     buf = memoryview(bytearray(1 << 16))
     while n := data.readinto(buf):
-        out += buf[:n]
-        if len(out) > limit:
+        spool.write(buf[:n])
+        if spool.size > limit:
             return None
-    return bytes(out)
+    spool.close()
+    return spool
 
 
 class LowerTree:
     """The entries of a lower tree, plus what the archive showed beside them.
 
     `side_files` is set once a plain RESTORE.txt or MANIFEST* was met (an ecarchive archive
-    even if its lower tree is empty); `manifest` holds MANIFEST.ecarchive's bytes once read
+    even if its lower tree is empty); `manifest` holds MANIFEST.ecarchive's bytes (compressed) once read
     (for a stream, usually only when `entries` is exhausted); `lower_root` is the archive path
     of the lower root (b"" when it is the top level), to match manifest paths.
     """
@@ -295,7 +298,7 @@ class LowerTree:
     def __init__(self, entries: Iterator[LowerEntry], lower_root: bytes = b"") -> None:
         self.entries = entries
         self.side_files = False
-        self.manifest: bytes | None = None
+        self.manifest: Spool | None = None
         self.lower_root = lower_root
 
 
@@ -329,7 +332,7 @@ class _StreamLayout(LowerTree):
         self.side_files = True
         if top == MANIFEST_NAME:
             try:
-                self.manifest = _read_bounded(m.entry.data, MAX_MANIFEST_BYTES)
+                self.manifest = spool_bounded(m.entry.data, MAX_MANIFEST_BYTES)
             except MemberUnreadable as e:
                 reporter.warn(f"{escape_path(top)}: {e}")
             if self.manifest is None:
@@ -616,7 +619,7 @@ def open_lower_tree(
         yield _StreamLayout(members, reporter, _iso_wrapper_of(source, archive))
 
 
-def _manifest_file(directory: bytes, reporter: Reporter) -> bytes | None:
+def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:
     try:
         fd = os.open(os.path.join(directory, MANIFEST_NAME), _OPEN_FLAGS & ~_NOATIME)
     except FileNotFoundError:
@@ -625,8 +628,7 @@ def _manifest_file(directory: bytes, reporter: Reporter) -> bytes | None:
         reporter.warn(f"{escape_path(MANIFEST_NAME)}: cannot read: {e.strerror}")
         return None
     with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_MANIFEST_BYTES + 1)
-    if len(data) > MAX_MANIFEST_BYTES:
+        spool = spool_bounded(f, MAX_MANIFEST_BYTES)
+    if spool is None:
         reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
-        return None
-    return data
+    return spool

@@ -24,7 +24,7 @@ from functools import lru_cache
 from ..display import escape_path
 from ..ecryptfs.constants import EXTENT_SIZE
 from ..errors import OutputFailed, Reporter
-from ..manifest import MANIFEST_NAME, Facts, ManifestError, mac_ok, parse
+from ..manifest import MANIFEST_NAME, Facts, ManifestError, ManifestReader
 from ..model import Kind
 from ..progress import Tally
 from .decode import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
@@ -389,42 +389,50 @@ class _Check:
                     f"{escape_path(MANIFEST_NAME)} missing: restored files were not checked"
                 )
             return None
+        # Read as a stream twice (the HMAC first, then each line as it is parsed): memory
+        # does not grow with the manifest, whatever its length.
+        reader = ManifestReader(keys.file_key)
         try:
-            manifest = parse(tree.manifest)
+            for chunk in tree.manifest.chunks():
+                for _ in reader.feed(chunk):
+                    pass
+            facts = reader.close()
         except ManifestError as e:
             reporter.warn(f"{escape_path(MANIFEST_NAME)}: {e}; restored files were not checked")
             return None
-        if not mac_ok(manifest, keys.file_key):
+        if not reader.mac_ok():
             reporter.warn(
                 f"{escape_path(MANIFEST_NAME)}: HMAC does not verify: the manifest was altered "
                 "(or written with another passphrase)"
             )
         prefix = tree.lower_root + b"/" if tree.lower_root else b""
-        listed: set[Path] = set()
-        for line in manifest.lines:
-            # a directory walk may meet a hard-linked file under any of its names first
-            if line.kind not in _DATA_KINDS or not line.path.startswith(prefix):
-                continue
-            path = tuple(line.path[len(prefix) :].split(b"/"))
-            listed.add(path)
-            plain = self.restored.get(path)
-            if plain is None:
-                continue
-            if line.absent:
-                reporter.warn(
-                    f"{escape_path(plain)}: vanished while the archive was written; "
-                    "its zero-filled placeholder is not restored"
-                )
-                writer.remove(plain)
-            elif self.digests.get(path) != line.digest:
-                reporter.warn(
-                    f"{escape_path(plain)}: restored content differs from the manifest "
-                    "(SHA-256 mismatch): the archive is damaged"
-                )
+        listed: set[Path] = set()  # restored files only: bounded by the archive, not the manifest
+        again = ManifestReader()
+        for chunk in tree.manifest.chunks():
+            for line in again.feed(chunk):
+                # a directory walk may meet a hard-linked file under any of its names first
+                if line.kind not in _DATA_KINDS or not line.path.startswith(prefix):
+                    continue
+                path = tuple(line.path[len(prefix) :].split(b"/"))
+                plain = self.restored.get(path)
+                if plain is None:
+                    continue
+                listed.add(path)
+                if line.absent:
+                    reporter.warn(
+                        f"{escape_path(plain)}: vanished while the archive was written; "
+                        "its zero-filled placeholder is not restored"
+                    )
+                    writer.remove(plain)
+                elif self.digests.get(path) != line.digest:
+                    reporter.warn(
+                        f"{escape_path(plain)}: restored content differs from the manifest "
+                        "(SHA-256 mismatch): the archive is damaged"
+                    )
         for path, plain in self.restored.items():
             if path not in listed:
                 reporter.warn(f"{escape_path(plain)}: not in the manifest")
-        return manifest.facts
+        return facts
 
 
 def _volumes_missing(facts: list[Facts], reporter: Reporter, *, several: bool) -> None:

@@ -40,14 +40,21 @@ from ..display import escape_path
 from ..ecryptfs.constants import HEADER_READ_SIZE
 from ..ecryptfs.sizes import lower_size
 from ..errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
-from ..manifest import MANIFEST_NAME, Line, Manifest, ManifestError, mac_ok, parse
+from ..manifest import (
+    MANIFEST_NAME,
+    MAX_PROBLEMS,
+    Facts,
+    Line,
+    ManifestError,
+    ManifestReader,
+)
 from ..model import KIND_OF_FILE_TYPE, Kind
 from .decode import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
 from .dest import DestTree
-from .members import open_lower_file
+from .members import MAX_MANIFEST_BYTES, open_lower_file
+from .spool import Spool
 
 STDIN = "-"
-MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 _FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "first" may vary
 _SIZED_KINDS = (*_FILE_KINDS, Kind.SYMLINK)  # a directory's size depends on the medium
@@ -226,6 +233,7 @@ class _Seen:
     digest: bytes | None
     target: bytes
     group: object
+    listed: bool = False  # a manifest line names it
 
 
 @dataclass(slots=True)
@@ -240,7 +248,9 @@ class Verifier:
     problems: int = 0
     data_bytes: int = 0
     seen: dict[bytes, _Seen] = field(default_factory=dict)
-    manifest: bytes | None = None
+    _resolved: dict[bytes, _Seen | None] = field(default_factory=dict)  # hard link → its data
+    manifest: Spool | None = None
+    line_problems: int = 0  # problems with manifest lines, MAX_PROBLEMS of them printed
     lower_root: bytes | None = None
     plain_seen: set[bytes] = field(default_factory=set)
     _plain: dict[bytes, bytes | None] = field(default_factory=dict)
@@ -248,6 +258,7 @@ class Verifier:
     _out: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _held: list[str] = field(default_factory=list)
+    _decided: bool = False  # every member was read: nothing is held any longer
     source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
     as_json: bool = False  # one JSON object per problem line and for the summary
 
@@ -255,6 +266,18 @@ class Verifier:
 
     def problem(self, path: bytes, message: str) -> None:
         self.problems += 1
+        self.emit(path, message)
+
+    def line_problem(self, path: bytes, message: str) -> None:
+        """A problem found by a manifest line: a crafted manifest lists millions of paths the
+        archive does not hold, so past MAX_PROBLEMS they are counted, not printed."""
+        self.line_problems += 1
+        if self.line_problems <= MAX_PROBLEMS:
+            self.problem(path, message)
+        else:
+            self.problems += 1
+
+    def emit(self, path: bytes, message: str) -> None:
         if self.as_json:
             plain = self.plain_path(path) if self.keys is not None else None
             record = {
@@ -265,7 +288,8 @@ class Verifier:
             line = json.dumps(record)
         else:
             line = f"{self.display(path)}: {message}"
-        if self.keys is not None and not self.keys.verified and len(self._held) < HELD_MAX:
+        undecided = self.keys is not None and not self.keys.verified and not self._decided
+        if undecided and len(self._held) < HELD_MAX:
             self._held.append(line)  # a wrong passphrase is decided over the archive first
             return
         self.flush()
@@ -294,6 +318,9 @@ class Verifier:
         if keys.foreign >= FOREIGN_LIMIT or (at_end and keys.foreign):
             raise keys.wrong_passphrase()
         if at_end:
+            # an archive without one lower file never verifies the passphrase: the manifest's
+            # problems, found after this, must not wait for it
+            self._decided = True
             self.flush()
 
     def display(self, path: bytes) -> str:
@@ -387,13 +414,14 @@ class Verifier:
 
     def read_manifest(self, m: Member) -> None:
         assert m.chunks is not None
-        data = bytearray()
+        spool = Spool()
         for chunk in m.chunks:
-            data += chunk
-            if len(data) > MAX_MANIFEST_BYTES:
+            spool.write(chunk)
+            if spool.size > MAX_MANIFEST_BYTES:
                 self.problem(m.path, "too large to be a manifest")
                 return
-        self.manifest = bytes(data)
+        spool.close()
+        self.manifest = spool
 
     def file(self, m: Member, lower: bool) -> bytes | None:
         assert m.chunks is not None
@@ -549,83 +577,106 @@ class Verifier:
 
     # -- the manifest, at the end
 
-    def check_manifest(self) -> Manifest | None:
+    def check_manifest(self) -> Facts | None:
+        """Read the kept manifest as a stream twice: first for what concerns it as a whole
+        (header, HMAC, malformed lines), then each line checked as it is parsed against what
+        the archive showed. Memory does not grow with the manifest."""
         if self.manifest is None:
             self.problem(MANIFEST_NAME, "missing: nothing to check the archive against")
             return None
+        reader = ManifestReader(self.keys.file_key if self.keys is not None else None)
         try:
-            manifest = parse(self.manifest)
+            for chunk in self.manifest.chunks():
+                for _ in reader.feed(chunk):
+                    pass
+            facts = reader.close()
         except ManifestError as e:
             self.problem(MANIFEST_NAME, str(e))
             return None
-        for text in manifest.problems:
+        for text in reader.problems:
             self.problem(MANIFEST_NAME, text)
         if self.keys is not None:
             sig = self.keys.file_key.sig_hex
-            if manifest.facts.file_sig != sig:
+            if facts.file_sig != sig:
                 self.problem(
                     MANIFEST_NAME,
-                    f"written for key {manifest.facts.file_sig}, the passphrase gives {sig}",
+                    f"written for key {facts.file_sig}, the passphrase gives {sig}",
                 )
-            if not mac_ok(manifest, self.keys.file_key):
+            if not reader.mac_ok():
                 self.problem(
                     MANIFEST_NAME,
                     "HMAC does not verify: the manifest was altered "
                     "(or written with another passphrase)",
                 )
-        if self.lower_root is not None and manifest.facts.lower_root != self.lower_root:
-            self.problem(
-                MANIFEST_NAME, f"names lower directory {escape_path(manifest.facts.lower_root)}"
-            )
-        listed: set[bytes] = set()
-        for line in manifest.lines:
-            listed.add(line.path)
-            self.check_line(line)
+        if self.lower_root is not None and facts.lower_root != self.lower_root:
+            self.problem(MANIFEST_NAME, f"names lower directory {escape_path(facts.lower_root)}")
+        again = ManifestReader()
+        for chunk in self.manifest.chunks():
+            for line in again.feed(chunk):
+                self.check_line(line)
+        self.more_line_problems()
         for path, seen in self.seen.items():
-            if path not in listed:
+            if not seen.listed:
                 kind = seen.kind.name.lower()
                 self.problem(path, f"{kind} is in the archive but not in the manifest")
-        return manifest
+        return facts
+
+    def more_line_problems(self) -> None:
+        hidden = self.line_problems - MAX_PROBLEMS
+        if hidden > 0:
+            self.emit(MANIFEST_NAME, f"{hidden} more problems with manifest lines not shown")
 
     def resolved(self, path: bytes) -> _Seen | None:
-        """The member whose data a hard link (chain) names; a loop resolves to nothing."""
-        seen = self.seen.get(path)
-        hops = 0
+        """The member whose data a hard link (chain) names; a loop resolves to nothing.
+        Each name's answer is kept: a chain of n links is walked once, not once per name."""
+        chain: list[bytes] = []
+        at, seen = path, self.seen.get(path)
         while seen is not None and seen.kind is Kind.HARDLINK:
-            hops += 1
-            if hops > len(self.seen):
-                return None
-            seen = self.seen.get(seen.target)
+            if at in self._resolved:
+                seen = self._resolved[at]
+                break
+            chain.append(at)
+            if len(chain) > len(self.seen):
+                seen = None
+                break
+            at = seen.target
+            seen = self.seen.get(at)
+        for link in chain:
+            self._resolved[link] = seen
         return seen
 
     def check_line(self, line: Line) -> None:
         seen = self.seen.get(line.path)
+        if seen is not None:
+            seen.listed = True
         if line.absent:
             return  # the file vanished while the archive was written; create said so
         if seen is None:
-            self.problem(line.path, f"{line.kind.name.lower()} listed in the manifest is missing")
+            self.line_problem(
+                line.path, f"{line.kind.name.lower()} listed in the manifest is missing"
+            )
             return
         want_file = line.kind in _FILE_KINDS
         if (seen.kind in _FILE_KINDS) != want_file or (
             not want_file and seen.kind is not line.kind
         ):
-            self.problem(
+            self.line_problem(
                 line.path,
                 f"is {seen.kind.name.lower()}, the manifest says {line.kind.name.lower()}",
             )
             return
         data = self.resolved(line.path) if want_file else seen
         if data is None or (want_file and data.kind is not Kind.FILE):
-            self.problem(line.path, "hard link to a file that is not in the archive")
+            self.line_problem(line.path, "hard link to a file that is not in the archive")
             return
         if line.digest is not None and data.digest != line.digest:
-            self.problem(line.path, "content differs from the manifest (SHA-256 mismatch)")
+            self.line_problem(line.path, "content differs from the manifest (SHA-256 mismatch)")
         elif line.kind in _SIZED_KINDS and data.size != line.size:
-            self.problem(line.path, f"size {data.size}, the manifest says {line.size}")
+            self.line_problem(line.path, f"size {data.size}, the manifest says {line.size}")
         if line.kind is Kind.HARDLINK and self.links_checked:
             other = self.resolved(line.target)
             if other is None or other.group != data.group:
-                self.problem(line.path, f"is not a hard link of {escape_path(line.target)}")
+                self.line_problem(line.path, f"is not a hard link of {escape_path(line.target)}")
 
 
 def verify_archive(
@@ -664,13 +715,12 @@ def verify_archive(
         except ArchiveError as e:
             verifier.problem(os.fsencode(source), f"unreadable from here on: {e.msg}")
     verifier.passphrase_checked(at_end=True)
-    manifest = verifier.check_manifest()
+    facts = verifier.check_manifest()
     if verifier.against is not None:
         verifier.source_leftovers()
     if verifier.source_tree is not None:
         verifier.source_tree.close()
     entries = len(verifier.seen)
-    facts = manifest.facts if manifest else None
     volume = f" (volume {facts.volume} of {facts.volumes})" if facts and facts.volumes > 1 else ""
     level = (
         "hashes"

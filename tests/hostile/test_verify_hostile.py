@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,3 +146,133 @@ def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+_ATTACK_MANIFEST_BYTES = 64 << 20
+_RSS_LIMIT_KIB = 200 << 10
+_TIME_LIMIT_S = 120.0
+
+
+_HEAD = (
+    b"ecarchive-manifest 1\ncipher aes\nkey-bytes 16\nfile-key-sig 0123456789abcdef\n"
+    b"fnek-sig -\nlower-root Private\nvolume 0001 of 0001\ncreated 0.000000000\n"
+    b"entries 1\n"
+)
+# Short well-formed lines (directories no archive holds, 79 bytes: 850,000 of them), and the
+# shortest that look like entries (9 bytes, malformed: 7.5 million of them).
+_LINES: dict[str, Callable[[int], bytes]] = {
+    "well-formed": lambda i: b"d 0 %s P/%07d\n" % (b"-" * 64, i),
+    "tiny": lambda i: b"f 1 00 a\n",
+}
+_SHOWN = {
+    "well-formed": ("listed in the manifest is missing", "more problems with manifest lines"),
+    "tiny": ("malformed lines; not read further",),
+}
+
+
+def _bomb(tmp_path: Path, lines: str, *members: tuple[bytes, bytes | None]) -> Path:
+    """A small .tar.gz whose MANIFEST.ecarchive holds 64 MiB of `lines`."""
+    line = _LINES[lines]
+    count = (_ATTACK_MANIFEST_BYTES - len(_HEAD)) // len(line(0))
+    body = b"".join(line(i) for i in range(count))
+    tar = tmp_path / "bomb.tar.gz"
+    with tarfile.open(tar, "w:gz", compresslevel=9) as t:
+        _add(t, b"RESTORE.txt", b"plain text\n")
+        _add(t, b"Private")
+        for name, data in members:
+            _add(t, name, data)
+        _add(t, b"MANIFEST.ecarchive", _HEAD + body)
+        del body
+    assert tar.stat().st_size < 4 << 20
+    return tar
+
+
+# A fresh parent whose only child is the command: RUSAGE_CHILDREN is then that child's peak.
+_PROBE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.monotonic()\n"
+    "r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE,"
+    f" stdin=subprocess.DEVNULL, timeout={_TIME_LIMIT_S})\n"
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+    " time.monotonic() - t, len(r.stdout.splitlines()), len(r.stderr.splitlines()))\n"
+    "sys.stdout.write(r.stdout.decode() + r.stderr.decode())\n"
+)
+
+
+def _bounded_run(*args: str) -> tuple[int, int, str]:
+    """Run `ecarchive ARGS`, assert its peak RSS and time; its exit code, the number of lines
+    it printed, and the last of them."""
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, sys.executable, "-m", "ecarchive", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "ECARCHIVE_PASSPHRASE": PASSPHRASE},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, _, shown = r.stdout.partition("\n")
+    code, rss_kib, seconds, out_lines, err_lines = first.split()
+    assert int(rss_kib) <= _RSS_LIMIT_KIB, f"peak RSS {int(rss_kib) >> 10} MiB"
+    assert float(seconds) < _TIME_LIMIT_S
+    return int(code), int(out_lines) + int(err_lines), shown
+
+
+@pytest.mark.parametrize("lines", sorted(_LINES))
+def test_verify_of_a_huge_manifest_in_a_tiny_archive_is_bounded(tmp_path: Path, lines: str) -> None:
+    """64 MiB of manifest lines compress to a few hundred KB: verify must not build an object
+    per line (it took gigabytes and minutes), nor print a million problems."""
+    code, printed, shown = _bounded_run("verify", str(_bomb(tmp_path, lines)))
+    assert code == 1, shown
+    assert printed < 1000, "each missing line printed on its own"
+    assert all(text in shown for text in _SHOWN[lines]), shown[-3000:]
+
+
+def test_restore_checks_a_huge_manifest_in_bounded_memory(tmp_path: Path) -> None:
+    """restore hashes what it writes and checks it against the manifest at the end: the same
+    manifest of 850,000 lines must not cost an object per line there either."""
+    lower = LowerTree(tmp_path / "lower", CLEAR, 16)
+    lower.file("kept", b"x")
+    tar = _bomb(tmp_path, "well-formed", (b"Private/kept", lower.lower("kept").read_bytes()))
+    dest = tmp_path / "dest"
+    code, _, shown = _bounded_run("restore", str(tar), str(dest))
+    assert code == 1, shown
+    assert (dest / "kept").read_bytes() == b"x"
+    assert "HMAC does not verify" in shown and "kept: not in the manifest" in shown, shown
+
+
+_CHAIN = 20_000
+
+
+def test_verify_follows_a_long_hard_link_chain(tmp_path: Path) -> None:
+    """Private/h1 links to Private/f, h2 to h1, ... h20000 to h19999 (tar allows a link to a
+    link): each name resolves to f's data without recursion and without walking the chain
+    again for every name (20,000² hops)."""
+    data = b"chained data\n"
+    digest = hashlib.sha256(data).hexdigest().encode()
+    names = [b"Private/f"] + [b"Private/h%d" % i for i in range(1, _CHAIN + 1)]
+    restore = b"plain text\n"
+    lines = [
+        b"f %d %s RESTORE.txt\n" % (len(restore), hashlib.sha256(restore).hexdigest().encode()),
+        b"d 0 %s Private\n" % (b"-" * 64),
+        b"f %d %s Private/f\n" % (len(data), digest),
+    ]
+    lines += [b"h %d %s %s Private/f\n" % (len(data), digest, name) for name in names[1:]]
+    head = _HEAD.replace(b"entries 1\n", b"entries %d\n" % len(lines))
+    tar = tmp_path / "chain.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        _add(t, b"RESTORE.txt", restore)
+        _add(t, b"Private")
+        _add(t, names[0], data)
+        for prev, name in itertools.pairwise(names):
+            info = tarfile.TarInfo(os.fsdecode(name))
+            info.type, info.linkname, info.mtime = tarfile.LNKTYPE, os.fsdecode(prev), 1_700_000_000
+            t.addfile(info)
+        _add(t, b"MANIFEST.ecarchive", head + b"".join(lines))
+    started = time.monotonic()
+    r = run_cli(["verify", str(tar)], passphrase=None)
+    seconds = time.monotonic() - started
+    out = r.stdout.decode()
+    assert r.returncode == 0, out[-3000:] + r.stderr.decode()[-3000:]
+    assert f"OK, {_CHAIN + 3} entries" in out
+    assert seconds < 60, f"{seconds:.0f} s"

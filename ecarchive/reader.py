@@ -18,12 +18,13 @@ blocking on a FIFO or device that replaced a planned file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from .ecryptfs.constants import EXTENT_SIZE
 from .ecryptfs.extent import encrypt_extents, root_iv
@@ -75,8 +76,15 @@ class Hashed(Iterator[Chunk]):
 
 def _settle(futures: Iterable[Future[None] | None]) -> None:
     """Wait until these jobs no longer touch their buffers: done, failed or cancelled (close()
-    cancels what has not started; a generator abandoned by the sink is finalised after)."""
-    wait([f for f in futures if f is not None])
+    cancels what has not started; a generator abandoned by the sink is finalised after).
+
+    Not `concurrent.futures.wait`: it counts a future cancelled by `shutdown(cancel_futures=
+    True)` as pending for ever (only CANCELLED_AND_NOTIFIED is done there), and an interrupted
+    run then hung in the generator's cleanup. `exception()` returns for every end state."""
+    for future in futures:
+        if future is not None:
+            with contextlib.suppress(CancelledError):
+                future.exception()
 
 
 class _Changes:

@@ -31,7 +31,7 @@ from libarchive import ffi
 from .display import escape_path
 from .errors import ArchiveUnreadable, EcarchiveError, Reporter
 from .incremental import DELETED_NAME, ChainFacts, parse_deleted
-from .manifest import MANIFEST_NAME, ManifestError, mac_ok, parse
+from .manifest import MANIFEST_NAME, Line, ManifestError, ManifestReader
 from .progress import Tally
 from .read.decode import DamagedEntry, Keys
 from .read.listing import Style
@@ -86,10 +86,36 @@ def _file_blocks(fd: int) -> Iterator[bytes]:
             yield block
 
 
-def side_files(source: str) -> dict[bytes, bytes]:
+class _Side:
+    """What a chain needs of an archive's side files, read as they pass: the manifest through
+    a ManifestReader (its HMAC on the way, its lines not kept: a crafted manifest of millions
+    of lines must not cost memory), the line that lists MANIFEST.deleted, and that file."""
+
+    def __init__(self, source: str, keys: Keys) -> None:
+        self.source = source
+        self.manifest: ManifestReader | None = None
+        self.listed: Line | None = None
+        self.deleted: bytes | None = None
+        self._key = keys.file_key
+
+    def take(self, name: bytes, blocks: Iterator[bytes], what: str) -> None:
+        if name == DELETED_NAME:
+            self.deleted = _bounded(blocks, what)
+            return
+        reader = self.manifest = ManifestReader(self._key)
+        try:
+            for block in blocks:
+                for line in reader.feed(block):
+                    if self.listed is None and line.path == DELETED_NAME:
+                        self.listed = line
+        except ManifestError as e:
+            raise ArchiveUnreadable(f"{self.source}: {e}") from e
+
+
+def side_files(source: str, keys: Keys) -> _Side:
     """MANIFEST.ecarchive and MANIFEST.deleted from the top of an archive file or an extracted
     archive directory (one pass over the headers; libarchive seeks over member data)."""
-    found: dict[bytes, bytes] = {}
+    found = _Side(source, keys)
     if os.path.isdir(source):
         for name in _SIDE_FILES:
             try:
@@ -103,7 +129,7 @@ def side_files(source: str) -> dict[bytes, bytes]:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 continue
-            found[name] = _bounded(_file_blocks(fd), f"{source}/{name.decode()}")
+            found.take(name, _file_blocks(fd), f"{source}/{name.decode()}")
         return found
     if not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
@@ -113,7 +139,7 @@ def side_files(source: str) -> dict[bytes, bytes]:
             # raw bytes: names in clear (--fnek off) need not be UTF-8
             path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
             if path in _SIDE_FILES and entry.isfile:
-                found[path] = _bounded(entry.get_blocks(), f"{source}: {path.decode()}")
+                found.take(path, entry.get_blocks(), f"{source}: {path.decode()}")
     return found
 
 
@@ -121,28 +147,27 @@ def read_level(source: str, keys: Keys) -> Level:
     """The chain facts and deletion list of SOURCE, authenticated by the manifest's HMAC."""
     if source == STDIN:
         return Level(source, None)
-    found = side_files(source)
-    raw = found.get(MANIFEST_NAME)
-    if raw is None:
+    found = side_files(source, keys)
+    reader = found.manifest
+    if reader is None:
         return Level(source, None)
     try:
-        manifest = parse(raw)
+        m = reader.close()
     except ManifestError as e:
         raise ArchiveUnreadable(f"{source}: {e}") from e
-    if manifest.facts.chain is None:
+    if m.chain is None:
         return Level(source, None)
     try:
-        facts = ChainFacts.parse(manifest.facts.chain)
+        facts = ChainFacts.parse(m.chain)
     except ValueError as e:
         raise ArchiveUnreadable(f"{source}: manifest: {e}") from e
-    if manifest.facts.file_sig != keys.file_key.sig_hex or not mac_ok(manifest, keys.file_key):
+    if m.file_sig != keys.file_key.sig_hex or not reader.mac_ok():
         raise ChainRefused(
             f"{source}: its manifest does not verify with this passphrase, so its list of "
             "deleted names cannot be trusted",
             hint=f"check the passphrase; 'ecarchive verify {source}' tells what is wrong",
         )
-    listed = next((line for line in manifest.lines if line.path == DELETED_NAME), None)
-    data = found.get(DELETED_NAME)
+    listed, data = found.listed, found.deleted
     if (listed is None) != (data is None) or (
         listed is not None
         and data is not None
@@ -153,7 +178,6 @@ def read_level(source: str, keys: Keys) -> Level:
         deleted = parse_deleted(data or b"")
     except ValueError as e:
         raise ChainRefused(f"{source}: {e}") from e
-    m = manifest.facts
     return Level(source, facts, m.lower_root, tuple(deleted), m.volume, m.volumes)
 
 

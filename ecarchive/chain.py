@@ -200,18 +200,8 @@ def list_deletions(
     except ArchiveUnreadable:
         return  # its damage is the listing's to report; a chain's deletions need the manifest
     stream = out if out is not None else sys.stdout
-    for lower in level.deleted:
-        try:
-            parts = _plain_components(level, lower, keys)
-        except DamagedEntry as e:
-            reporter.warn(f"deleted name {os.fsdecode(lower)} does not decrypt: {e}")
-            continue
-        if parts is None:
-            reporter.warn(f"deleted name {os.fsdecode(lower)} is not a safe path; ignored")
-            continue
+    for parts in _deleted_paths(level, keys, reporter, chosen):
         plain = b"/".join(parts)
-        if not chosen.wants(plain):
-            continue
         if style is Style.JSON:
             stream.write(json.dumps({"type": "x", "path": os.fsdecode(plain)}) + "\n")
         else:
@@ -372,26 +362,34 @@ def apply_deletions(
         return
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for lower in level.deleted:
-            shown = os.fsdecode(lower)
-            try:
-                parts = _plain_components(level, lower, keys)
-            except DamagedEntry as e:
-                reporter.warn(f"{level.source}: deleted name {shown} does not decrypt: {e}")
-                continue
-            if parts is None:
-                reporter.warn(f"{level.source}: deleted name {shown} is not a safe path; ignored")
-                continue
-            if selection is not None and not selection.wants(b"/".join(parts)):
-                continue
+        for parts in _deleted_paths(level, keys, reporter, selection or Selection()):
             try:
                 why = _remove(root_fd, parts)
             except OSError as e:
                 why = e.strerror or str(e)
             if why is not None:
-                reporter.warn(f"{os.fsdecode(b'/'.join(parts))}: not removed: {why}")
+                reporter.warn(f"{escape_path(b'/'.join(parts))}: not removed: {why}")
     finally:
         os.close(root_fd)
+
+
+def _deleted_paths(
+    level: Level, keys: Keys, reporter: Reporter, selection: Selection
+) -> Iterator[list[bytes]]:
+    """The plaintext components of each name LEVEL deletes that `selection` wants; a name that
+    does not decrypt to a safe relative path is warned about and left alone."""
+    for lower in level.deleted:
+        shown = f"{level.source}: deleted name {escape_path(lower)}"
+        try:
+            parts = _plain_components(level, lower, keys)
+        except DamagedEntry as e:
+            reporter.warn(f"{shown} does not decrypt: {e}")
+            continue
+        if parts is None:
+            reporter.warn(f"{shown} is not a safe path; ignored")
+            continue
+        if selection.wants(b"/".join(parts)):
+            yield parts
 
 
 def _rereadable(source: str) -> bool:

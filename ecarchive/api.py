@@ -421,18 +421,16 @@ def restore(
     `existing`: what happens to a file already in DEST (GNU tar's default, --keep-old-files,
     --skip-old-files). `paths`, `include`, `exclude`: restore only those plaintext paths.
     `summary`: a closing line with counts, bytes, time and warnings through `reporter`."""
-    tally = Tally()
     reporter = reporter or Reporter()
     archives = [archive] if isinstance(archive, str) else list(archive)
     sizes = [os.path.getsize(a) if os.path.isfile(a) else None for a in archives]
     total = None if None in sizes else sum(s or 0 for s in sizes)
     bar = Progress(total, progress)
+    tally = Tally(on_file=bar.file_done)
 
     def advance(n: int) -> None:
         tally.bytes_in += n
         bar.update(n)
-        if tally.files > bar.files:
-            bar.file_done(tally.files - bar.files)
 
     try:
         restore_chain(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +39,15 @@ class Progress:
         self.files += count
         if not self._bar.disable:
             of = "" if self._total_files is None else f"/{self._total_files}"
-            self._bar.set_postfix_str(f"{self.files}{of} files", refresh=False)
+            # tqdm redraws on byte updates only after its adaptive `miniters`: a file count that
+            # changed is shown once mininterval has passed, not held back until the next redraw
+            # (a short restore used to end without ever showing one)
+            stale = time.time() - self._bar.last_print_t >= self._bar.mininterval
+            self._bar.set_postfix_str(f"{self.files}{of} files", refresh=stale)
 
     def close(self) -> None:
+        if not self._bar.disable:
+            self._bar.refresh()  # the final counts, even when the run was shorter than a redraw
         self._bar.close()
 
 
@@ -54,10 +61,15 @@ class Tally:
     bytes_in: int = 0
     bytes_out: int = 0
     started: float = field(default_factory=time.monotonic)
+    # told of each file as it is counted: restore reads ahead of what it has written, so a bar
+    # fed only by bytes read would show its files late or never
+    on_file: Callable[[], None] | None = None
 
     def count(self, kind: Kind) -> None:
         if kind is Kind.FILE:
             self.files += 1
+            if self.on_file is not None:
+                self.on_file()
         elif kind is Kind.DIR:
             self.directories += 1
         else:

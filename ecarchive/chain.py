@@ -465,10 +465,10 @@ def restore_chain(
     is incremental restore exactly as `read.restore.restore_archive` (a volume set)."""
     keys = Keys(passphrase)
     chosen = selection or Selection()
-    levels = _probe(sources, keys)
-    if levels is None:
+
+    def restore(volumes: Sequence[str], *, check_selection: bool) -> None:
         restore_archive(
-            sources,
+            volumes,
             dest,
             passphrase,
             reporter,
@@ -476,7 +476,12 @@ def restore_chain(
             tally=tally,
             existing=existing,
             selection=chosen,
+            check_selection=check_selection,
         )
+
+    levels = _probe(sources, keys)
+    if levels is None:
+        restore(sources, check_selection=True)
         if os.path.isdir(dest) and any(s != STDIN for s in sources):
             _forget(dest)
         return
@@ -484,16 +489,7 @@ def restore_chain(
     check_order(levels, dest_state(dest) if os.path.isdir(dest) else None)
     for group in _archives(levels):
         apply_deletions(dest, group[0], keys, reporter, chosen)
-        restore_archive(
-            [level.source for level in group],
-            dest,
-            passphrase,
-            reporter,
-            progress=progress,
-            tally=tally,
-            existing=existing,
-            selection=chosen,
-            check_selection=False,  # a PATH need only be in one level
-        )
+        # a PATH need only be in one level: checked once, over the chain
+        restore([level.source for level in group], check_selection=False)
         _record(dest, group[-1], reporter)
     chosen.check_found()

@@ -6,10 +6,12 @@ import hashlib
 import io
 import itertools
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -146,6 +148,80 @@ def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+
+def _other_user() -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _readable_by_others(root: Path) -> None:
+    """What a disc or a tree extracted by root shows an ordinary user: o+r files, o+rx
+    directories, some of them read-only, all owned by root."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "ro").mkdir()
+    (root / "a.txt").write_bytes(b"alpha\n" * 3000)
+    (root / "sub" / "b.bin").write_bytes(bytes(range(256)) * 40)
+    (root / "sub" / "deeper" / "empty").write_bytes(b"")
+    (root / "ro" / "read-only.txt").write_bytes(b"kept as is\n")
+    os.link(root / "a.txt", root / "sub" / "hard")
+    (root / "sub" / "link").symlink_to("../a.txt")
+    for path in (root / "a.txt", root / "sub" / "b.bin", root / "sub" / "deeper" / "empty"):
+        path.chmod(0o644)
+    (root / "ro" / "read-only.txt").chmod(0o444)
+    (root / "ro").chmod(0o555)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to make files owned by another user")
+def test_verify_as_a_real_second_user() -> None:
+    """Issue 9 item 7: an ordinary user verifies an archive, the tree root extracted from it
+    (owners kept) and the tree bsdtar extracts from the ISO image, with and without --against,
+    on files owned by root that the user may read but not write, not O_NOATIME, not chown."""
+    other = _other_user()
+    if other is None:
+        pytest.skip("no user 'nobody' to verify as")
+    # tmp_path lies below a root-only directory: this user could not even reach it
+    work = Path(tempfile.mkdtemp(prefix="ecarchive-other-user-"))
+    try:
+        work.chmod(0o755)
+        src = work / "src"
+        src.mkdir()
+        _readable_by_others(src)
+        tar, iso = work / "a.tar", work / "a.iso"
+        assert run_cli(["create", "-q", "-o", str(tar), str(src)]).returncode == 0
+        assert run_cli(["create", "-q", "--format", "iso", "-o", str(iso), str(src)]).returncode == 0
+        tree, disc = work / "tree", work / "disc"
+        tree.mkdir()
+        subprocess.run(["tar", "-xpf", str(tar), "--same-owner", "-C", str(tree)], check=True)
+        targets = [tar, iso, tree]
+        if shutil.which("bsdtar"):
+            disc.mkdir()
+            subprocess.run(["bsdtar", "-xpf", str(iso), "-C", str(disc)], check=True)
+            targets.append(disc)
+        for path in (tar, iso):
+            path.chmod(0o644)
+        assert (tree / "Private").stat().st_uid == 0
+        env = dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE)
+        for target in targets:
+            for extra in ([], ["--against", str(src)]):
+                r = subprocess.run(
+                    [sys.executable, "-m", "tests.support.as_user", *map(str, other)]
+                    + ["verify", *extra, str(target)],
+                    env=env,
+                    cwd=REPO,
+                    capture_output=True,
+                    timeout=120,
+                    stdin=subprocess.DEVNULL,
+                )
+                shown = r.stdout.decode() + r.stderr.decode()
+                assert r.returncode == 0, f"verify {' '.join(extra)} {target}:\n{shown}"
+                assert "OK" in shown and "not permitted" not in shown, shown
+    finally:
+        shutil.rmtree(work)
 
 
 _ATTACK_MANIFEST_BYTES = 64 << 20

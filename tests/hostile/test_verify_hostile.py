@@ -206,11 +206,11 @@ def test_verify_as_a_real_second_user() -> None:
             path.chmod(0o644)
         assert (tree / "Private").stat().st_uid == 0
         env = dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE)
+        as_other = [sys.executable, "-m", "tests.support.as_user", *map(str, other)]
         for target in targets:
             for extra in ([], ["--against", str(src)]):
                 r = subprocess.run(
-                    [sys.executable, "-m", "tests.support.as_user", *map(str, other)]
-                    + ["verify", *extra, str(target)],
+                    [*as_other, "verify", *extra, str(target)],
                     env=env,
                     cwd=REPO,
                     capture_output=True,

@@ -150,7 +150,6 @@ def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
 
 
-
 def _other_user() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam("nobody")
@@ -193,7 +192,9 @@ def test_verify_as_a_real_second_user() -> None:
         _readable_by_others(src)
         tar, iso = work / "a.tar", work / "a.iso"
         assert run_cli(["create", "-q", "-o", str(tar), str(src)]).returncode == 0
-        assert run_cli(["create", "-q", "--format", "iso", "-o", str(iso), str(src)]).returncode == 0
+        assert (
+            run_cli(["create", "-q", "--format", "iso", "-o", str(iso), str(src)]).returncode == 0
+        )
         tree, disc = work / "tree", work / "disc"
         tree.mkdir()
         subprocess.run(["tar", "-xpf", str(tar), "--same-owner", "-C", str(tree)], check=True)

@@ -293,6 +293,8 @@ class LowerTree:
     even if its lower tree is empty); `manifest` holds MANIFEST.ecarchive's bytes (compressed) once read
     (for a stream, usually only when `entries` is exhausted); `lower_root` is the archive path
     of the lower root (b"" when it is the top level), to match manifest paths.
+    `side_file`, when set before `entries` is read, is given every plain top-level side file
+    but the manifest (RESTORE.txt, MANIFEST.deleted), its data unread, as they are met.
     """
 
     def __init__(self, entries: Iterator[LowerEntry], lower_root: bytes = b"") -> None:
@@ -300,6 +302,7 @@ class LowerTree:
         self.side_files = False
         self.manifest: Spool | None = None
         self.lower_root = lower_root
+        self.side_file: Callable[[LowerEntry], None] | None = None
 
 
 # Which top-level directory of an ISO image is the lower root, decided before its first member
@@ -337,6 +340,8 @@ class _StreamLayout(LowerTree):
                 reporter.warn(f"{escape_path(top)}: {e}")
             if self.manifest is None:
                 reporter.warn(f"{escape_path(top)}: too large to be a manifest; not used")
+        elif self.side_file is not None:
+            self.side_file(m.entry)
         return True
 
     def _walk(
@@ -605,7 +610,8 @@ def open_lower_tree(
     if source != STDIN and os.path.isdir(source):
         top = os.fsencode(source)
         root = find_lower_root(top)
-        tree = LowerTree(_dir_walk(root, reporter, progress))
+        tree = LowerTree(iter(()))
+        tree.entries = _dir_tree(tree, top, root, reporter, progress)
         if root != top:
             tree.side_files = True
             tree.lower_root = os.path.basename(root)
@@ -632,3 +638,36 @@ def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:
     if spool is None:
         reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
     return spool
+
+
+
+def _dir_tree(
+    tree: LowerTree, top: bytes, root: bytes, reporter: Reporter, progress: Progress | None
+) -> Iterator[LowerEntry]:
+    """A directory's lower entries, after its plain top-level side files went to
+    `tree.side_file` (when set), as an archive shows them first."""
+    if tree.side_file is not None:
+        for entry in _side_files(top, reporter, progress):
+            tree.side_file(entry)
+            assert isinstance(entry.data, _FileData)
+            entry.data.close()
+    yield from _dir_walk(root, reporter, progress)
+
+
+def _side_files(top: bytes, reporter: Reporter, progress: Progress | None) -> Iterator[LowerEntry]:
+    with os.scandir(top) as it:
+        found = sorted(
+            (d for d in it if d.is_file(follow_symlinks=False) and is_side_file_name(d.name)),
+            key=lambda d: d.name,
+        )
+    for d in found:
+        if d.name == MANIFEST_NAME or not _plain_side_file(d.path):
+            continue
+        try:
+            st = d.stat(follow_symlinks=False)
+        except OSError as e:
+            reporter.warn(f"{escape_path(d.name)}: cannot stat: {e.strerror}; skipped")
+            continue
+        entry = _dir_entry(d.path, (d.name,), st, {}, reporter, progress)
+        if entry is not None:
+            yield entry

@@ -33,6 +33,7 @@ from ..display import escape_path
 from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
 from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
+from ..fsio import open_noatime
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
 from .spool import Spool
@@ -393,15 +394,6 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
-def open_lower_file(path: bytes, *, dir_fd: int | None = None, flags: int = 0) -> int:
-    """Open for reading, never through a symlink, without touching atime where allowed."""
-    try:
-        return os.open(path, _OPEN_FLAGS | flags, dir_fd=dir_fd)
-    except PermissionError:
-        # O_NOATIME is refused on files we do not own unless we are root
-        return os.open(path, (_OPEN_FLAGS & ~_NOATIME) | flags, dir_fd=dir_fd)
-
-
 class _FileData:
     """A lower file on disk, opened on first read and closed by the walker."""
 
@@ -413,7 +405,7 @@ class _FileData:
     def readinto(self, view: memoryview) -> int:
         try:
             if self._fd is None:
-                self._fd = open_lower_file(self._path)
+                self._fd = open_noatime(self._path, _OPEN_FLAGS)
             got = 0
             while got < len(view):
                 n = os.readv(self._fd, [view[got:]])
@@ -497,12 +489,7 @@ def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Ite
             and _plain_side_file(child.path)
         ):
             continue
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as e:
-            reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
-            continue
-        entry = _dir_entry(child.path, path, st, first_name, reporter, progress)
+        entry = _child_entry(child, path, first_name, reporter, progress)
         if entry is None:
             continue
         yield entry
@@ -510,6 +497,21 @@ def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Ite
             entry.data.close()
         if entry.kind is Kind.DIR:
             stack.append((path, iter(_sorted_children(child.path, path, reporter))))
+
+
+def _child_entry(
+    child: os.DirEntry[bytes],
+    path: Path,
+    first_name: dict[tuple[int, int], Path],
+    reporter: Reporter,
+    progress: Progress | None,
+) -> LowerEntry | None:
+    try:
+        st = child.stat(follow_symlinks=False)
+    except OSError as e:
+        reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
+        return None
+    return _dir_entry(child.path, path, st, first_name, reporter, progress)
 
 
 def _dir_entry(
@@ -661,13 +663,7 @@ def _side_files(top: bytes, reporter: Reporter, progress: Progress | None) -> It
             key=lambda d: d.name,
         )
     for d in found:
-        if d.name == MANIFEST_NAME or not _plain_side_file(d.path):
-            continue
-        try:
-            st = d.stat(follow_symlinks=False)
-        except OSError as e:
-            reporter.warn(f"{escape_path(d.name)}: cannot stat: {e.strerror}; skipped")
-            continue
-        entry = _dir_entry(d.path, (d.name,), st, {}, reporter, progress)
-        if entry is not None:
-            yield entry
+        if d.name != MANIFEST_NAME and _plain_side_file(d.path):
+            entry = _child_entry(d, (d.name,), {}, reporter, progress)
+            if entry is not None:
+                yield entry

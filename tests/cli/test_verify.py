@@ -277,3 +277,19 @@ def test_truncated_archive(copy: Path) -> None:
     )
     assert found[1].startswith(f"{copy}: unreadable from here on")
     assert found[-1] == f"{MANIFEST}: missing: nothing to check the archive against"
+
+
+def test_sparse_member_is_refused_as_restore_refuses_it(copy: Path, tmp_path: Path) -> None:
+    """verify reads members through the reader restore uses (read/members.py): a sparse
+    member, which ecarchive never writes, is refused there instead of its holes being read as
+    zeros and hashed as if they were the archive's bytes."""
+    x = unpack(copy, tmp_path / "x")
+    with (x / "Private" / "holes").open("wb") as f:
+        f.truncate(1 << 20)
+    gnu_tar("--sort=name", "-S", "-cf", str(copy), "-C", str(x), "RESTORE.txt", "Private", MANIFEST)
+    r = run_cli(["verify", str(copy)], passphrase=None)
+    assert r.returncode == 1
+    assert (
+        "Private/holes: sparse member, its data is not in the archive; skipped" in r.stderr.decode()
+    )
+    assert problems(r.stdout.decode()) == [], r.stdout.decode()

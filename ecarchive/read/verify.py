@@ -51,6 +51,19 @@ _FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "f
 _SIZED_KINDS = (*_FILE_KINDS, Kind.SYMLINK)  # a directory's size depends on the medium
 
 
+class _ReaderProblems(Reporter):
+    """What read/members.py skips (an unsafe path, a sparse member, a member outside the lower
+    directory, a file that cannot be stat'ed) is a problem of what is verified: said on `out`
+    with the others and counted in the summary, not a warning beside an "OK"."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        super().__init__()
+        self._verifier = verifier
+
+    def warn(self, message: str, *, affects_exit: bool = True) -> None:
+        self._verifier.reader_problem(message)
+
+
 class _HashingReader:
     """A member's data (read/members.py), hashed as it is handed out; `drain` takes in what
     the decoder left, so the digest covers the whole member."""
@@ -138,12 +151,22 @@ class Verifier:
             line = json.dumps(record)
         else:
             line = f"{self.display(path)}: {message}"
+        self.show(line)
+
+    def show(self, line: str) -> None:
         undecided = self.keys is not None and not self.keys.verified and not self._decided
         if undecided and len(self._held) < HELD_MAX:
             self._held.append(line)  # a wrong passphrase is decided over the archive first
             return
         self.flush()
         print(line, file=self.out, flush=True)
+
+    def reader_problem(self, message: str) -> None:
+        """A member the member reader skipped or could not reach; `message` names it."""
+        self.problems += 1
+        if self.as_json:
+            message = json.dumps({"path": None, "plain": None, "problem": message})
+        self.show(message)
 
     def print_problem(self, plain: bytes, message: str) -> None:
         """A problem known by its SOURCE path only (--against)."""
@@ -573,7 +596,7 @@ def verify_archive(
     if verifier.against is not None:
         verifier.source_fd = open_root(verifier.against)
     try:
-        facts = _verify_tree(source, verifier, reporter)
+        facts = _verify_tree(source, verifier)
     finally:
         if verifier.source_fd is not None:
             os.close(verifier.source_fd)
@@ -612,9 +635,9 @@ def verify_archive(
     return EXIT_WARNINGS if verifier.problems else EXIT_OK
 
 
-def _verify_tree(source: str, verifier: Verifier, reporter: Reporter) -> Facts | None:
+def _verify_tree(source: str, verifier: Verifier) -> Facts | None:
     """Every member through the one member reader (read/members.py), then the manifest."""
-    with open_lower_tree(source, reporter) as tree:
+    with open_lower_tree(source, _ReaderProblems(verifier)) as tree:
         tree.side_file = verifier.side_file
         try:
             for entry in tree.entries:

@@ -14,9 +14,11 @@ One line per problem on `out`, with the plaintext path where it is known (`plain
 then a summary. Exit 0 only when no problem was found. A wrong passphrase and an unreadable
 archive are fatal (EcarchiveError), not problems.
 
-The archive is read once, in member order, with fixed-size buffers: a tar stream's manifest is
-its last member, so all comparisons with it happen at the end, from a table of what was seen
-(one small record per member).
+The archive is read once, in member order, with fixed-size buffers, by the member reader that
+restore and list use (read/members.py: layout, unsafe paths, sparse members, ISO, stdin, trees
+on disk); what it skips is a problem here. A tar stream's manifest is its last member, so all
+comparisons with it happen at the end, from a table of what was seen (one small record per
+member, by archive path: the lower root's name and the entry's path below it).
 """
 
 from __future__ import annotations

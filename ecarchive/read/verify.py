@@ -116,7 +116,8 @@ class Verifier:
     line_problems: int = 0  # problems with manifest lines, MAX_PROBLEMS of them printed
     lower_root: bytes | None = None  # archive path of the lower root (b"": the top level)
     _prefix: bytes = b""  # what the archive paths of its entries start with
-    _side: set[bytes] = field(default_factory=set)  # RESTORE.txt, MANIFEST.deleted...
+    # RESTORE.txt, MANIFEST.deleted...: never lower, even when the top level is the lower root
+    _side: set[bytes] = field(default_factory=lambda: {MANIFEST_NAME})
     plain_seen: set[bytes] = field(default_factory=set)
     _plain: dict[bytes, bytes | None] = field(default_factory=dict)
     _in: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))

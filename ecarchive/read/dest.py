@@ -111,4 +111,3 @@ def make_room(parent: int, name: bytes, *, keep_dir: bool) -> bool:
     else:
         os.unlink(name, dir_fd=parent)
     return False
-

@@ -611,7 +611,10 @@ def open_lower_tree(
     """
     if source != STDIN and os.path.isdir(source):
         top = os.fsencode(source)
-        root = find_lower_root(top)
+        try:
+            root = find_lower_root(top)
+        except OSError as e:  # a disc or tree this user may not read: nothing of it can be
+            raise ArchiveUnreadable(f"{source}: cannot read: {e.strerror}") from e
         tree = LowerTree(iter(()))
         tree.entries = _dir_tree(tree, top, root, reporter, progress)
         if root != top:
@@ -640,7 +643,6 @@ def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:
     if spool is None:
         reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
     return spool
-
 
 
 def _dir_tree(

@@ -597,7 +597,10 @@ def verify_archive(
         as_json=as_json,
     )
     if verifier.against is not None:
-        verifier.source_fd = open_root(verifier.against)
+        try:
+            verifier.source_fd = open_root(verifier.against)
+        except OSError as e:
+            raise UsageError(f"--against {against}: cannot open: {e.strerror}") from e
     try:
         facts = _verify_tree(source, verifier)
     finally:

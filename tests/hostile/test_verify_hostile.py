@@ -225,6 +225,60 @@ def test_verify_as_a_real_second_user() -> None:
         shutil.rmtree(work)
 
 
+def _as_other(other: tuple[int, int], *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.support.as_user", *map(str, other), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to make files owned by another user")
+def test_what_a_second_user_may_not_read_is_named_not_a_traceback() -> None:
+    """The same user meets a root-only file and directory inside an extracted tree (each a
+    problem, the rest verified), a root-only tree and a root-only SOURCE (one fatal line)."""
+    other = _other_user()
+    if other is None:
+        pytest.skip("no user 'nobody' to verify as")
+    work = Path(tempfile.mkdtemp(prefix="ecarchive-other-user-"))
+    try:
+        work.chmod(0o755)
+        src = work / "src"
+        src.mkdir()
+        _readable_by_others(src)
+        tar = work / "a.tar"
+        assert run_cli(["create", "-q", "-o", str(tar), str(src)]).returncode == 0
+        tree = work / "tree"
+        tree.mkdir()
+        subprocess.run(["tar", "-xpf", str(tar), "--same-owner", "-C", str(tree)], check=True)
+        lower = tree / "Private"
+        files = sorted(p for p in lower.iterdir() if p.is_file())
+        dirs = sorted(p for p in lower.iterdir() if p.is_dir())
+        files[0].chmod(0o600)
+        dirs[0].chmod(0o700)
+        r = _as_other(other, "verify", str(tree))
+        shown = r.stdout.decode() + r.stderr.decode()
+        assert r.returncode == 1 and "Traceback" not in shown, shown
+        assert f"[Private/{files[0].name}]: cannot read: Permission denied" in shown, shown
+        assert f"{dirs[0].name}: cannot read directory: Permission denied" in shown
+        for closed in (tree, src):
+            closed.chmod(0o700)
+        r = _as_other(other, "verify", str(tree))
+        shown = r.stdout.decode() + r.stderr.decode()
+        assert r.returncode == 2 and "Traceback" not in shown, shown
+        assert f"{tree}: cannot read: Permission denied" in shown, shown
+        r = _as_other(other, "verify", "--against", str(src), str(tar))
+        shown = r.stdout.decode() + r.stderr.decode()
+        assert r.returncode == 2 and "Traceback" not in shown, shown
+        assert f"--against {src}: cannot open: Permission denied" in shown, shown
+    finally:
+        shutil.rmtree(work)
+
+
 _ATTACK_MANIFEST_BYTES = 64 << 20
 _RSS_LIMIT_KIB = 200 << 10
 _TIME_LIMIT_S = 120.0

@@ -30,6 +30,7 @@ from libarchive import ffi
 
 from .display import escape_path
 from .errors import ArchiveUnreadable, EcarchiveError, Reporter
+from .fsio import lstat_at, open_root, open_subdir
 from .incremental import DELETED_NAME, ChainFacts, parse_deleted
 from .manifest import MANIFEST_NAME, Line, ManifestError, ManifestReader
 from .progress import Tally
@@ -43,7 +44,6 @@ STDIN = "-"
 DEST_XATTR = "user.ecarchive.chain"
 MAX_SIDE_FILE_BYTES = 1 << 30  # as verify: larger is not ours
 _SIDE_FILES = (MANIFEST_NAME, DELETED_NAME)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BAD_COMPONENTS = (b"", b".", b"..")
 
 Progress = Callable[[int], None]
@@ -326,24 +326,18 @@ def _plain_components(level: Level, lower: bytes, keys: Keys) -> list[bytes] | N
 
 def _remove(root_fd: int, parts: list[bytes]) -> str | None:
     """Remove DEST/parts without following a symlink; a reason when it was left alone."""
-    fd = root_fd
+    *up, name = parts
     try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                return None  # gone already
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    return "a parent is not a directory"
-                raise
-            if fd != root_fd:
-                os.close(fd)
-            fd = child
-        name = parts[-1]
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
+        fd = open_subdir(root_fd, b"/".join(up))
+    except FileNotFoundError:
+        return None  # gone already
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            return "a parent is not a directory"
+        raise
+    try:
+        st = lstat_at(fd, name)
+        if st is None:
             return None
         if stat.S_ISDIR(st.st_mode):
             shutil.rmtree(name, dir_fd=fd)
@@ -351,8 +345,7 @@ def _remove(root_fd: int, parts: list[bytes]) -> str | None:
             os.unlink(name, dir_fd=fd)
         return None
     finally:
-        if fd != root_fd:
-            os.close(fd)
+        os.close(fd)
 
 
 def apply_deletions(
@@ -360,7 +353,7 @@ def apply_deletions(
 ) -> None:
     if not level.deleted or not os.path.isdir(dest):
         return
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    root_fd = open_root(os.fsencode(dest))
     try:
         for parts in _deleted_paths(level, keys, reporter, selection or Selection()):
             try:

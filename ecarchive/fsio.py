@@ -26,7 +26,8 @@ class NotRegularFile(OSError):
         super().__init__(errno.EINVAL, "not a regular file", os.fsdecode(name))
 
 
-def _open_noatime(name: bytes, flags: int, dir_fd: int | None) -> int:
+def open_noatime(name: bytes, flags: int, dir_fd: int | None = None) -> int:
+    """os.open that drops O_NOATIME where the kernel refuses it, and only then."""
     try:
         return os.open(name, flags, dir_fd=dir_fd)
     except PermissionError:
@@ -37,7 +38,8 @@ def _open_noatime(name: bytes, flags: int, dir_fd: int | None) -> int:
 
 
 def open_root(path: bytes) -> int:
-    """SOURCE itself: symlinks in the path the user typed are followed, as GNU tar does."""
+    """A tree's root (SOURCE, DEST): symlinks in the path the user typed are followed, as GNU
+    tar does."""
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
@@ -63,10 +65,18 @@ def open_subdir(root_fd: int, rel: bytes) -> int:
     return fd
 
 
+def lstat_at(dir_fd: int, name: bytes) -> os.stat_result | None:
+    """lstat of `name` inside `dir_fd`; None when nothing is there."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
 def open_regular(name: bytes, dir_fd: int | None) -> tuple[int, os.stat_result]:
     """Open a regular file for reading without following a symlink or blocking on a FIFO;
     returns the descriptor and its fstat. Raises NotRegularFile for anything else."""
-    fd = _open_noatime(name, FILE_FLAGS, dir_fd)
+    fd = open_noatime(name, FILE_FLAGS, dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

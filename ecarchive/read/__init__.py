@@ -5,11 +5,12 @@
     decode.py   lower entries → plaintext entries: keys, names, file contents; the passphrase
                 is judged over the archive, damage costs one entry
     restore.py  plaintext entries → DEST, hashed and checked against the manifest
-    dest.py     DEST reached only through directory file descriptors
+    dest.py     what restore makes in DEST, reached only through directory fds (fsio's)
     select.py   PATH / --include / --exclude
     listing.py  `list`
     spool.py    a member kept compressed until the archive's end (the manifest)
-    verify.py   `verify` (still with its own member walk: the one remaining twin of members.py)
+    verify.py   `verify`: members.py's lower entries and side files → hashes, names,
+                headers, SOURCE, then the manifest
 
 Every eCryptfs fact (marker, header, sizes, names) comes from `ecarchive.ecryptfs`.
 """

@@ -5,6 +5,10 @@ every create, unlink and attribute change names its final component relative to 
 (`dir_fd=`, `follow_symlinks=False`). A symlink the archive planted (or one that was in DEST
 before) is therefore never followed, whatever order the members come in, including for the
 directory attributes that are set at the end of the run.
+
+The primitives (opening a directory below a descriptor, lstat by name) are `fsio`'s, shared
+with the walk of `create`; this module holds what restore does with them: which directories it
+keeps open, what it creates and what it removes to make room.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import os
 import stat
 
+from ..fsio import lstat_at, open_dir, open_root
+
 Parts = tuple[bytes, ...]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Open directories kept for the current path; deeper ones are reopened from the nearest kept
 # ancestor, so a 1,500-level path needs no 1,500 descriptors.
 MAX_OPEN_DIRS = 64
@@ -30,7 +35,7 @@ class DestTree:
 
     @classmethod
     def open(cls, root: bytes) -> DestTree:
-        return cls(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        return cls(open_root(root))
 
     def close(self) -> None:
         self._truncate(0)
@@ -48,12 +53,13 @@ class DestTree:
         kept = depth
         while kept > 0 and self._fds[kept - 1] is None:
             kept -= 1
-        fd = self._fds[kept - 1] if kept else self.root_fd
+        held = self._fds[kept - 1] if kept else self.root_fd
+        assert held is not None
+        fd = held
         for i in range(kept, depth):
-            fd = os.open(self._names[i], _DIR_FLAGS, dir_fd=fd)
+            fd = open_dir(self._names[i], fd)
             self._fds[i] = fd
             self._let_go(i - MAX_OPEN_DIRS)
-        assert fd is not None
         return fd
 
     def _let_go(self, index: int) -> None:
@@ -83,35 +89,14 @@ class DestTree:
         for name in parts[common:]:
             parent = self._fd_at(len(self._names))
             try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                fd = open_dir(name, parent)
             except OSError:
                 if make is None or make_room(parent, name, keep_dir=True):
                     raise  # a real directory we cannot open is never replaced
                 os.mkdir(name, make, dir_fd=parent)
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                fd = open_dir(name, parent)
             self._push(name, fd)
         return self._fd_at(len(parts))
-
-    def open_detached(self, parts: Parts) -> int:
-        """A new fd of directory DEST/parts that the caller closes (a second directory at once,
-        e.g. a hard link's source beside its destination)."""
-        fd = os.dup(self.root_fd)
-        try:
-            for name in parts:
-                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-
-def lstat_at(parent: int, name: bytes) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
 
 
 def make_room(parent: int, name: bytes, *, keep_dir: bool) -> bool:
@@ -126,7 +111,3 @@ def make_room(parent: int, name: bytes, *, keep_dir: bool) -> bool:
     else:
         os.unlink(name, dir_fd=parent)
     return False
-
-
-def open_dir_at(parent: int, name: bytes) -> int:
-    return os.open(name, _DIR_FLAGS, dir_fd=parent)

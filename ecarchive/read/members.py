@@ -33,6 +33,7 @@ from ..display import escape_path
 from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
 from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
+from ..fsio import open_noatime
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
 from .spool import Spool
@@ -293,6 +294,8 @@ class LowerTree:
     even if its lower tree is empty); `manifest` holds MANIFEST.ecarchive's bytes (compressed) once read
     (for a stream, usually only when `entries` is exhausted); `lower_root` is the archive path
     of the lower root (b"" when it is the top level), to match manifest paths.
+    `side_file`, when set before `entries` is read, is given every plain top-level side file
+    but the manifest (RESTORE.txt, MANIFEST.deleted), its data unread, as they are met.
     """
 
     def __init__(self, entries: Iterator[LowerEntry], lower_root: bytes = b"") -> None:
@@ -300,6 +303,7 @@ class LowerTree:
         self.side_files = False
         self.manifest: Spool | None = None
         self.lower_root = lower_root
+        self.side_file: Callable[[LowerEntry], None] | None = None
 
 
 # Which top-level directory of an ISO image is the lower root, decided before its first member
@@ -337,6 +341,8 @@ class _StreamLayout(LowerTree):
                 reporter.warn(f"{escape_path(top)}: {e}")
             if self.manifest is None:
                 reporter.warn(f"{escape_path(top)}: too large to be a manifest; not used")
+        elif self.side_file is not None:
+            self.side_file(m.entry)
         return True
 
     def _walk(
@@ -388,15 +394,6 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
-def open_lower_file(path: bytes, *, dir_fd: int | None = None, flags: int = 0) -> int:
-    """Open for reading, never through a symlink, without touching atime where allowed."""
-    try:
-        return os.open(path, _OPEN_FLAGS | flags, dir_fd=dir_fd)
-    except PermissionError:
-        # O_NOATIME is refused on files we do not own unless we are root
-        return os.open(path, (_OPEN_FLAGS & ~_NOATIME) | flags, dir_fd=dir_fd)
-
-
 class _FileData:
     """A lower file on disk, opened on first read and closed by the walker."""
 
@@ -408,7 +405,7 @@ class _FileData:
     def readinto(self, view: memoryview) -> int:
         try:
             if self._fd is None:
-                self._fd = open_lower_file(self._path)
+                self._fd = open_noatime(self._path, _OPEN_FLAGS)
             got = 0
             while got < len(view):
                 n = os.readv(self._fd, [view[got:]])
@@ -492,12 +489,7 @@ def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Ite
             and _plain_side_file(child.path)
         ):
             continue
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as e:
-            reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
-            continue
-        entry = _dir_entry(child.path, path, st, first_name, reporter, progress)
+        entry = _child_entry(child, path, first_name, reporter, progress)
         if entry is None:
             continue
         yield entry
@@ -505,6 +497,21 @@ def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Ite
             entry.data.close()
         if entry.kind is Kind.DIR:
             stack.append((path, iter(_sorted_children(child.path, path, reporter))))
+
+
+def _child_entry(
+    child: os.DirEntry[bytes],
+    path: Path,
+    first_name: dict[tuple[int, int], Path],
+    reporter: Reporter,
+    progress: Progress | None,
+) -> LowerEntry | None:
+    try:
+        st = child.stat(follow_symlinks=False)
+    except OSError as e:
+        reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
+        return None
+    return _dir_entry(child.path, path, st, first_name, reporter, progress)
 
 
 def _dir_entry(
@@ -604,8 +611,12 @@ def open_lower_tree(
     """
     if source != STDIN and os.path.isdir(source):
         top = os.fsencode(source)
-        root = find_lower_root(top)
-        tree = LowerTree(_dir_walk(root, reporter, progress))
+        try:
+            root = find_lower_root(top)
+        except OSError as e:  # a disc or tree this user may not read: nothing of it can be
+            raise ArchiveUnreadable(f"{source}: cannot read: {e.strerror}") from e
+        tree = LowerTree(iter(()))
+        tree.entries = _dir_tree(tree, top, root, reporter, progress)
         if root != top:
             tree.side_files = True
             tree.lower_root = os.path.basename(root)
@@ -632,3 +643,29 @@ def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:
     if spool is None:
         reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
     return spool
+
+
+def _dir_tree(
+    tree: LowerTree, top: bytes, root: bytes, reporter: Reporter, progress: Progress | None
+) -> Iterator[LowerEntry]:
+    """A directory's lower entries, after its plain top-level side files went to
+    `tree.side_file` (when set), as an archive shows them first."""
+    if tree.side_file is not None:
+        for entry in _side_files(top, reporter, progress):
+            tree.side_file(entry)
+            assert isinstance(entry.data, _FileData)
+            entry.data.close()
+    yield from _dir_walk(root, reporter, progress)
+
+
+def _side_files(top: bytes, reporter: Reporter, progress: Progress | None) -> Iterator[LowerEntry]:
+    with os.scandir(top) as it:
+        found = sorted(
+            (d for d in it if d.is_file(follow_symlinks=False) and is_side_file_name(d.name)),
+            key=lambda d: d.name,
+        )
+    for d in found:
+        if d.name != MANIFEST_NAME and _plain_side_file(d.path):
+            entry = _child_entry(d, (d.name,), {}, reporter, progress)
+            if entry is not None:
+                yield entry

@@ -24,11 +24,12 @@ from functools import lru_cache
 from ..display import escape_path
 from ..ecryptfs.constants import EXTENT_SIZE
 from ..errors import OutputFailed, Reporter
+from ..fsio import lstat_at, open_dir, open_subdir
 from ..manifest import MANIFEST_NAME, Facts, ManifestError, ManifestReader
 from ..model import Kind
 from ..progress import Tally
 from .decode import CHUNK, DamagedEntry, Decoder, Keys, PlainEntry
-from .dest import DestTree, Parts, lstat_at, make_room, open_dir_at
+from .dest import DestTree, Parts, make_room
 from .listing import list_archive
 from .members import (
     DataReader,
@@ -243,8 +244,8 @@ class _Writer:
                 raise DamagedEntry(
                     f"hard link to {escape_path(entry.target)}, which was not restored"
                 )
-            *src_up, src_name = _parts(entry.target)
-            src_dir = self.tree.open_detached(tuple(src_up))
+            src_up, _, src_name = entry.target.rpartition(b"/")
+            src_dir = open_subdir(self.tree.root_fd, src_up)  # a second directory at once
             try:
                 os.link(
                     src_name, name, src_dir_fd=src_dir, dst_dir_fd=parent, follow_symlinks=False
@@ -287,7 +288,7 @@ class _Writer:
             *up, name = meta.parts
             try:
                 parent = tree.dir_fd(tuple(up))
-                fd = open_dir_at(parent, name)
+                fd = open_dir(name, parent)
             except OSError:
                 continue  # a later member replaced the directory (or a parent) by a non-directory
             try:

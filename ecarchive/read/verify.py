@@ -14,32 +14,28 @@ One line per problem on `out`, with the plaintext path where it is known (`plain
 then a summary. Exit 0 only when no problem was found. A wrong passphrase and an unreadable
 archive are fatal (EcarchiveError), not problems.
 
-The archive is read once, in member order, with fixed-size buffers: a tar stream's manifest is
-its last member, so all comparisons with it happen at the end, from a table of what was seen
-(one small record per member).
+The archive is read once, in member order, with fixed-size buffers, by the member reader that
+restore and list use (read/members.py: layout, unsafe paths, sparse members, ISO, stdin, trees
+on disk); what it skips is a problem here. A tar stream's manifest is its last member, so all
+comparisons with it happen at the end, from a table of what was seen (one small record per
+member, by archive path: the lower root's name and the entry's path below it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
-
-import libarchive
-from libarchive import ffi
-from libarchive.exception import ArchiveError
+from typing import TextIO
 
 from ..display import escape_path
 from ..ecryptfs.constants import HEADER_READ_SIZE
 from ..ecryptfs.sizes import lower_size
 from ..errors import EXIT_OK, EXIT_WARNINGS, ArchiveUnreadable, Reporter, UsageError
+from ..fsio import open_regular, open_root, open_subdir, read_full
 from ..manifest import (
     MANIFEST_NAME,
     MAX_PROBLEMS,
@@ -50,177 +46,45 @@ from ..manifest import (
 )
 from ..model import KIND_OF_FILE_TYPE, Kind
 from .decode import CHUNK, FOREIGN_LIMIT, HELD_MAX, DamagedEntry, FileContent, Keys, unsafe_name
-from .dest import DestTree
-from .members import MAX_MANIFEST_BYTES, open_lower_file
+from .members import STDIN, DataReader, LowerEntry, MemberUnreadable, Path, open_lower_tree
 from .spool import Spool
 
-STDIN = "-"
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
 _FILE_KINDS = (Kind.FILE, Kind.HARDLINK)  # names of file data; which name is "first" may vary
 _SIZED_KINDS = (*_FILE_KINDS, Kind.SYMLINK)  # a directory's size depends on the medium
 
 
-@dataclass(slots=True)
-class Member:
-    """One member of the archive, path relative to the archive root ('/'-separated bytes)."""
+class _ReaderProblems(Reporter):
+    """What read/members.py skips (an unsafe path, a sparse member, a member outside the lower
+    directory, a file that cannot be stat'ed) is a problem of what is verified: said on `out`
+    with the others and counted in the summary, not a warning beside an "OK"."""
 
-    kind: Kind
-    path: bytes
-    size: int
-    target: bytes = b""  # SYMLINK: stored target; HARDLINK: archive path of the file
-    group: object = None  # hard-link identity: an inode for directories, else the path
-    chunks: Iterator[bytes | memoryview] | None = None  # FILE data; consume before the next member
+    def __init__(self, verifier: Verifier) -> None:
+        super().__init__()
+        self._verifier = verifier
 
-
-# --- reading members ----------------------------------------------------------------------------
-
-
-def _normal(raw: bytes) -> bytes:
-    return b"/".join(p for p in raw.split(b"/") if p and p != b".")
-
-
-def _archive_blocks(archive_p: Any, buf: Any) -> Iterator[memoryview]:
-    """A member's data in views of one reused buffer (libarchive-c's get_blocks allocates a
-    fresh buffer per member and copies every block)."""
-    view = memoryview(buf).cast("B")
-    while n := ffi.read_data(archive_p, buf, len(view)):
-        yield view[:n]
-
-
-def _archive_members(archive: Any) -> Iterator[Member]:
-    buf = ctypes.create_string_buffer(CHUNK)
-    for entry in archive:
-        e = entry._entry_p
-        path = _normal(ffi.entry_pathname(e) or os.fsencode(entry.pathname))
-        if not path:
-            continue
-        hard = ffi.entry_hardlink(e)
-        if hard:
-            yield Member(Kind.HARDLINK, path, entry.size or 0, target=_normal(hard))
-            continue
-        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(entry.filetype))
-        if kind is None:
-            continue
-        member = Member(kind, path, entry.size or 0, group=path)
-        if kind is Kind.SYMLINK:
-            member.target = ffi.entry_symlink(e) or os.fsencode(entry.linkpath or "")
-            member.size = len(member.target)
-        elif kind is Kind.FILE:
-            member.chunks = _archive_blocks(archive._pointer, buf)
-        yield member
-
-
-def _file_blocks(path: bytes) -> Iterator[bytes]:
-    fd = open_lower_file(path)
-    try:
-        while block := os.read(fd, CHUNK):
-            yield block
-    finally:
-        os.close(fd)
-
-
-def _dir_members(root: bytes, reporter: Reporter) -> Iterator[Member]:
-    """Sorted by name bytes, parents first, like the plan; the first name of an inode is FILE."""
-    seen: dict[tuple[int, int], bytes] = {}
-    stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = [
-        (b"", iter(_children(root, reporter)))
-    ]
-    while stack:
-        rel_dir, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            continue
-        rel = rel_dir + b"/" + child.name if rel_dir else child.name
-        try:
-            st = child.stat(follow_symlinks=False)
-        except OSError as e:
-            reporter.warn(f"{os.fsdecode(rel)}: cannot stat: {e.strerror}")
-            continue
-        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(st.st_mode))
-        if kind is None:
-            continue
-        inode = (st.st_dev, st.st_ino)
-        if kind is Kind.FILE and inode in seen:
-            yield Member(Kind.HARDLINK, rel, st.st_size, target=seen[inode], group=inode)
-            continue
-        member = Member(kind, rel, st.st_size if kind is Kind.FILE else 0, group=inode)
-        if kind is Kind.FILE:
-            seen[inode] = rel
-            member.chunks = _file_blocks(child.path)
-        elif kind is Kind.SYMLINK:
-            member.target = os.readlink(child.path)
-            member.size = len(member.target)
-        yield member
-        if kind is Kind.DIR:
-            stack.append((rel, iter(_children(child.path, reporter))))
-
-
-def _children(path: bytes, reporter: Reporter) -> list[os.DirEntry[bytes]]:
-    try:
-        with os.scandir(path) as it:
-            return sorted(it, key=lambda d: d.name)
-    except OSError as e:
-        reporter.warn(f"{os.fsdecode(path)}: cannot read directory: {e.strerror}")
-        return []
-
-
-@contextlib.contextmanager
-def open_members(source: str, reporter: Reporter) -> Iterator[Iterator[Member]]:
-    """Members of a tar or ISO file (or '-' for stdin), or of a directory tree."""
-    if source != STDIN and os.path.isdir(source):
-        yield _dir_members(os.fsencode(source), reporter)
-        return
-    if source != STDIN and not os.path.exists(source):
-        raise ArchiveUnreadable(f"{source}: no such file or directory")
-    try:
-        reader = (
-            libarchive.fd_reader(0, block_size=CHUNK)
-            if source == STDIN
-            else (libarchive.file_reader(source, block_size=CHUNK))
-        )
-        with reader as archive:
-            yield _archive_members(archive)
-    except ArchiveError as e:
-        raise ArchiveUnreadable(f"{source}: cannot read the archive: {e.msg}") from e
-
-
-# --- streaming one file's data ------------------------------------------------------------------
+    def warn(self, message: str, *, affects_exit: bool = True) -> None:
+        self._verifier.reader_problem(message)
 
 
 class _HashingReader:
-    """A DataReader over a chunk iterator that hashes every byte handed out."""
+    """A member's data (read/members.py), hashed as it is handed out; `drain` takes in what
+    the decoder left, so the digest covers the whole member."""
 
-    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
-        self._chunks = chunks
-        self._pending = memoryview(b"")
+    def __init__(self, inner: DataReader, spare: memoryview) -> None:
+        self._inner = inner
+        self._spare = spare
         self.sha = hashlib.sha256()
         self.total = 0
 
     def readinto(self, view: memoryview) -> int:
-        got = 0
-        while got < len(view):
-            if not self._pending:
-                nxt = next(self._chunks, None)
-                if nxt is None:
-                    break
-                self._pending = memoryview(nxt)
-            n = min(len(self._pending), len(view) - got)
-            view[got : got + n] = self._pending[:n]
-            self.sha.update(self._pending[:n])
-            self._pending = self._pending[n:]
-            got += n
-        self.total += got
-        return got
+        n = self._inner.readinto(view)
+        self.sha.update(view[:n])
+        self.total += n
+        return n
 
     def drain(self) -> None:
-        if self._pending:
-            self.sha.update(self._pending)
-            self.total += len(self._pending)
-            self._pending = memoryview(b"")
-        for chunk in self._chunks:
-            self.sha.update(chunk)
-            self.total += len(chunk)
+        while self.readinto(self._spare):
+            pass
 
 
 # --- the verifier -------------------------------------------------------------------------------
@@ -231,8 +95,7 @@ class _Seen:
     kind: Kind
     size: int
     digest: bytes | None
-    target: bytes
-    group: object
+    target: bytes  # SYMLINK: stored target; HARDLINK: archive path of the file it names
     listed: bool = False  # a manifest line names it
 
 
@@ -251,7 +114,10 @@ class Verifier:
     _resolved: dict[bytes, _Seen | None] = field(default_factory=dict)  # hard link → its data
     manifest: Spool | None = None
     line_problems: int = 0  # problems with manifest lines, MAX_PROBLEMS of them printed
-    lower_root: bytes | None = None
+    lower_root: bytes | None = None  # archive path of the lower root (b"": the top level)
+    _prefix: bytes = b""  # what the archive paths of its entries start with
+    # RESTORE.txt, MANIFEST.deleted...: never lower, even when the top level is the lower root
+    _side: set[bytes] = field(default_factory=lambda: {MANIFEST_NAME})
     plain_seen: set[bytes] = field(default_factory=set)
     _plain: dict[bytes, bytes | None] = field(default_factory=dict)
     _in: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
@@ -259,7 +125,7 @@ class Verifier:
     _src: memoryview = field(default_factory=lambda: memoryview(bytearray(CHUNK)))
     _held: list[str] = field(default_factory=list)
     _decided: bool = False  # every member was read: nothing is held any longer
-    source_tree: DestTree | None = None  # SOURCE of --against, reached by directory fds
+    source_fd: int | None = None  # SOURCE of --against, reached by directory fds (fsio)
     as_json: bool = False  # one JSON object per problem line and for the summary
 
     # -- reporting
@@ -288,12 +154,22 @@ class Verifier:
             line = json.dumps(record)
         else:
             line = f"{self.display(path)}: {message}"
+        self.show(line)
+
+    def show(self, line: str) -> None:
         undecided = self.keys is not None and not self.keys.verified and not self._decided
         if undecided and len(self._held) < HELD_MAX:
             self._held.append(line)  # a wrong passphrase is decided over the archive first
             return
         self.flush()
         print(line, file=self.out, flush=True)
+
+    def reader_problem(self, message: str) -> None:
+        """A member the member reader skipped or could not reach; `message` names it."""
+        self.problems += 1
+        if self.as_json:
+            message = json.dumps({"path": None, "plain": None, "problem": message})
+        self.show(message)
 
     def print_problem(self, plain: bytes, message: str) -> None:
         """A problem known by its SOURCE path only (--against)."""
@@ -332,11 +208,25 @@ class Verifier:
 
     # -- names
 
+    def set_root(self, root: bytes) -> None:
+        """The lower root, as read/members.py found it, known before its first entry."""
+        if root == self.lower_root:
+            return
+        self.lower_root = root
+        self._prefix = root + b"/" if root else b""
+        self._plain = {root: b""}
+        if root:
+            # the directory itself is the layout, not an entry of the lower tree
+            self.seen.setdefault(root, _Seen(Kind.DIR, 0, None, b""))
+
+    def archive_path(self, path: Path) -> bytes:
+        """The path the manifest names for an entry of the lower tree."""
+        return self._prefix + b"/".join(path)
+
     def is_lower(self, path: bytes) -> bool:
-        top, sep, _ = path.partition(b"/")
-        if self.lower_root is not None:
-            return top == self.lower_root
-        return bool(sep)
+        if self.lower_root is None or path in self._side:
+            return False
+        return path == self.lower_root or path.startswith(self._prefix)
 
     def plain_path(self, path: bytes) -> bytes | None:
         """The plaintext path below the lower root, or None (not lower, does not decrypt, or
@@ -347,13 +237,9 @@ class Verifier:
             return None
         todo: list[bytes] = []
         at = path
-        while at not in self._plain:
-            parent, _, _ = at.rpartition(b"/")
-            if not parent:
-                self._plain[at] = b""  # the lower root
-                break
+        while at not in self._plain:  # the lower root is, and every lower path is below it
             todo.append(at)
-            at = parent
+            at = at.rpartition(b"/")[0]
         for at in reversed(todo):
             parent, _, name = at.rpartition(b"/")
             base = self._plain[parent]
@@ -373,32 +259,38 @@ class Verifier:
 
     # -- one member
 
-    def member(self, m: Member) -> None:
-        if m.path == MANIFEST_NAME and m.kind is Kind.FILE:
-            self.read_manifest(m)
-            return
-        if self.lower_root is None and m.kind is Kind.DIR and b"/" not in m.path:
-            self.lower_root = m.path  # the one directory beside RESTORE.txt
-        lower = self.is_lower(m.path)
+    def member(self, entry: LowerEntry, path: bytes) -> None:
+        """One entry of the lower tree, by its archive path."""
+        lower = self.is_lower(path)
         if self.keys is not None and lower:
-            plain = self.plain_path(m.path)
+            plain = self.plain_path(path)
             if plain is None:
-                self.name_problem(m.path)
+                self.name_problem(path)
             elif self.against is not None:
                 self.plain_seen.add(plain)
         digest: bytes | None = None
-        if m.kind is Kind.FILE:
-            digest = self.file(m, lower)
-        elif m.kind is Kind.SYMLINK:
-            digest = hashlib.sha256(m.target).digest()
+        size, target = entry.size, b""
+        if entry.kind is Kind.FILE:
+            digest = self.file(entry, path, lower)
+        elif entry.kind is Kind.SYMLINK:
+            target, size = entry.symlink, len(entry.symlink)
+            digest = hashlib.sha256(target).digest()
             if self.keys is not None and lower:
                 try:
-                    self.keys.name(m.target)
+                    self.keys.name(target)
                 except DamagedEntry as e:
-                    self.problem(m.path, f"symlink target does not decrypt: {e}")
-        self.seen[m.path] = _Seen(m.kind, m.size, digest, m.target, m.group)
-        if self.against is not None and lower and m.kind is not Kind.FILE:
-            self.compare_other(m)
+                    self.problem(path, f"symlink target does not decrypt: {e}")
+        elif entry.kind is Kind.HARDLINK:
+            target = self.archive_path(entry.link_path)
+        self.seen[path] = _Seen(entry.kind, size, digest, target)
+        if self.against is not None and lower and entry.kind is not Kind.FILE:
+            self.compare_other(entry.kind, path, target)
+
+    def side_file(self, entry: LowerEntry) -> None:
+        """RESTORE.txt, MANIFEST.deleted...: beside the lower tree, hashed like its files."""
+        path = b"/".join(entry.path)
+        self._side.add(path)
+        self.member(entry, path)
 
     def name_problem(self, path: bytes) -> None:
         parent, _, name = path.rpartition(b"/")
@@ -412,45 +304,34 @@ class Verifier:
             return
         self.problem(path, f"name decrypts to {escape_path(clear)!r}, not a file name")
 
-    def read_manifest(self, m: Member) -> None:
-        assert m.chunks is not None
-        spool = Spool()
-        for chunk in m.chunks:
-            spool.write(chunk)
-            if spool.size > MAX_MANIFEST_BYTES:
-                self.problem(m.path, "too large to be a manifest")
-                return
-        spool.close()
-        self.manifest = spool
-
-    def file(self, m: Member, lower: bool) -> bytes | None:
-        assert m.chunks is not None
-        reader = _HashingReader(m.chunks)
+    def file(self, entry: LowerEntry, path: bytes, lower: bool) -> bytes | None:
+        assert entry.data is not None
+        reader = _HashingReader(entry.data, self._in)
         try:
             if self.keys is not None and lower:
                 try:
-                    self.decrypt(m, reader)
+                    self.decrypt(entry.size, path, reader)
                 except DamagedEntry as e:
-                    self.problem(m.path, str(e))
+                    self.problem(path, str(e))
             reader.drain()
-        except OSError as e:  # a file in a directory or on a disc we may not read
-            self.problem(m.path, f"cannot read: {e.strerror}")
+        except MemberUnreadable as e:  # an I/O error, a cut archive, a file we may not read
+            self.problem(path, f"cannot read: {e}")
             return None
         self.data_bytes += reader.total
-        if reader.total != m.size:
-            self.problem(m.path, f"member says {m.size} bytes but holds {reader.total}")
+        if reader.total != entry.size:
+            self.problem(path, f"member says {entry.size} bytes but holds {reader.total}")
         return reader.sha.digest()
 
-    def decrypt(self, m: Member, reader: _HashingReader) -> None:
+    def decrypt(self, size: int, path: bytes, reader: _HashingReader) -> None:
         assert self.keys is not None
         page = self._in[:HEADER_READ_SIZE]
         got = reader.readinto(page)
         key = self.keys.file_key_of(page[:got])
         expected = lower_size(key.plain_size, key.metadata_size)
-        if m.size != expected:
+        if size != expected:
             self.problem(
-                m.path,
-                f"lower size is {m.size} bytes; its header's plaintext size "
+                path,
+                f"lower size is {size} bytes; its header's plaintext size "
                 f"{key.plain_size} needs {expected}",
             )
         if self.against is None:
@@ -462,32 +343,32 @@ class Verifier:
                 raise DamagedEntry("truncated inside the eCryptfs header")
             skip -= n
         content = FileContent(key, reader, (self._in, self._out))
-        self.compare_file(m.path, content)
+        self.compare_file(path, content)
 
     # -- against SOURCE
 
-    def open_source(self, path: bytes) -> int:
-        """SOURCE's file for `path`: every directory opened O_NOFOLLOW from SOURCE down, the
-        file itself O_NOFOLLOW|O_NONBLOCK (a fifo where the archive has a file must not block);
-        OSError(EISDIR/EINVAL...) for anything but a regular file."""
-        plain = self.plain_path(path)
-        assert plain and self.source_tree is not None
-        *up, name = plain.split(b"/")
-        parent = self.source_tree.open_detached(tuple(up))
+    def source_parent(self, plain: bytes) -> tuple[int, bytes]:
+        """The directory of SOURCE/plain, every component opened O_NOFOLLOW from SOURCE down
+        (the caller closes it), and the last component."""
+        assert self.source_fd is not None
+        up, _, name = plain.rpartition(b"/")
+        return open_subdir(self.source_fd, up), name
+
+    def open_source(self, plain: bytes) -> int:
+        """SOURCE's regular file for `plain`, opened without blocking (a fifo where the archive
+        has a file); OSError (NotRegularFile...) for anything else."""
+        parent, name = self.source_parent(plain)
         try:
-            fd = open_lower_file(name, dir_fd=parent, flags=os.O_NONBLOCK)
+            return open_regular(name, parent)[0]
         finally:
             os.close(parent)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EINVAL, "not a regular file")
-        return fd
 
     def compare_file(self, path: bytes, content: FileContent) -> None:
-        if not self.plain_path(path):
+        plain = self.plain_path(path)
+        if not plain:
             return
         try:
-            fd = self.open_source(path)
+            fd = self.open_source(plain)
         except OSError as e:
             self.problem(path, f"not a readable file in SOURCE: {e.strerror}")
             return
@@ -499,21 +380,21 @@ class Verifier:
             offset = 0
             for chunk in content.chunks():
                 n = len(chunk)
-                got = os.readv(fd, [self._src[:n]])
+                got = read_full(fd, self._src[:n])
                 if got != n or chunk != self._src[:n]:
                     first = next((i for i in range(min(n, got)) if chunk[i] != self._src[i]), got)
                     self.problem(path, f"content differs from SOURCE at byte {offset + first}")
                     return
                 offset += n
+        except OSError as e:
+            self.problem(path, f"cannot read from SOURCE: {e.strerror}")
         finally:
             os.close(fd)
 
     def source_lstat(self, plain: bytes) -> tuple[os.stat_result, bytes]:
         """lstat of SOURCE/plain reached by directory fds (no symlink on the way is followed),
         and a symlink's target (b"" for other types)."""
-        assert self.source_tree is not None
-        *up, name = plain.split(b"/")
-        parent = self.source_tree.open_detached(tuple(up))
+        parent, name = self.source_parent(plain)
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             target = os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else b""
@@ -521,59 +402,69 @@ class Verifier:
             os.close(parent)
         return st, target
 
-    def compare_other(self, m: Member) -> None:
-        plain = self.plain_path(m.path)
+    def compare_other(self, kind: Kind, path: bytes, target: bytes) -> None:
+        plain = self.plain_path(path)
         if not plain:
             return
         try:
             st, src_target = self.source_lstat(plain)
         except OSError as e:
-            self.problem(m.path, f"not in SOURCE: {e.strerror}")
+            self.problem(path, f"not in SOURCE: {e.strerror}")
             return
-        kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(st.st_mode))
-        wanted = Kind.FILE if m.kind is Kind.HARDLINK else m.kind
-        if kind is not wanted:
-            self.problem(
-                m.path,
-                f"is {m.kind.name.lower()}, SOURCE has {kind.name.lower() if kind else 'other'}",
-            )
+        src_kind = KIND_OF_FILE_TYPE.get(stat.S_IFMT(st.st_mode))
+        wanted = Kind.FILE if kind is Kind.HARDLINK else kind
+        if src_kind is not wanted:
+            other = src_kind.name.lower() if src_kind else "other"
+            self.problem(path, f"is {kind.name.lower()}, SOURCE has {other}")
             return
         assert self.keys is not None
-        if m.kind is Kind.SYMLINK:
+        if kind is Kind.SYMLINK:
             try:
-                target = self.keys.name(m.target)
+                clear = self.keys.name(target)
             except DamagedEntry:
                 return  # already named
-            if src_target != target:
-                self.problem(m.path, "symlink target differs from SOURCE")
-        elif m.kind is Kind.HARDLINK:
-            first = self.plain_path(m.target)
+            if src_target != clear:
+                self.problem(path, "symlink target differs from SOURCE")
+        elif kind is Kind.HARDLINK:
+            first = self.plain_path(target)
             try:
                 same = bool(first) and os.path.samestat(st, self.source_lstat(first or b"")[0])
             except OSError:
                 same = False
             if first is not None and not same:
-                self.problem(m.path, f"SOURCE has no hard link to {escape_path(first)}")
+                self.problem(path, f"SOURCE has no hard link to {escape_path(first)}")
 
     def source_leftovers(self) -> None:
-        """SOURCE entries the archive does not hold (sockets are never archived)."""
-        assert self.against is not None
+        """SOURCE entries the archive does not hold (sockets are never archived), walked
+        through directory fds like the rest of SOURCE."""
+        assert self.source_fd is not None
         stack = [b""]
         while stack:
             rel_dir = stack.pop()
-            for child in _children(
-                os.path.join(self.against, rel_dir) if rel_dir else self.against, self.reporter
-            ):
-                rel = rel_dir + b"/" + child.name if rel_dir else child.name
-                with contextlib.suppress(OSError):
-                    if stat.S_ISSOCK(child.stat(follow_symlinks=False).st_mode):
-                        continue
-                if rel not in self.plain_seen:
-                    self.problems += 1
-                    self.print_problem(rel, "in SOURCE but not in the archive")
-                    continue
-                if child.is_dir(follow_symlinks=False):
-                    stack.append(rel)
+            try:
+                fd = open_subdir(self.source_fd, rel_dir)
+            except OSError as e:
+                self.reporter.warn(f"{escape_path(rel_dir or b'.')}: cannot open: {e.strerror}")
+                continue
+            try:
+                with os.scandir(fd) as it:
+                    children = sorted(it, key=lambda d: os.fsencode(d.name))
+                for child in children:  # a directory fd's entries are named by str
+                    name = os.fsencode(child.name)
+                    rel = rel_dir + b"/" + name if rel_dir else name
+                    with contextlib.suppress(OSError):
+                        if stat.S_ISSOCK(child.stat(follow_symlinks=False).st_mode):
+                            continue
+                    if rel not in self.plain_seen:
+                        self.problems += 1
+                        self.print_problem(rel, "in SOURCE but not in the archive")
+                    elif child.is_dir(follow_symlinks=False):
+                        stack.append(rel)
+            except OSError as e:
+                where = escape_path(rel_dir or b".")
+                self.reporter.warn(f"{where}: cannot read directory: {e.strerror}")
+            finally:
+                os.close(fd)
 
     # -- the manifest, at the end
 
@@ -608,7 +499,7 @@ class Verifier:
                     "HMAC does not verify: the manifest was altered "
                     "(or written with another passphrase)",
                 )
-        if self.lower_root is not None and facts.lower_root != self.lower_root:
+        if self.lower_root and facts.lower_root != self.lower_root:
             self.problem(MANIFEST_NAME, f"names lower directory {escape_path(facts.lower_root)}")
         again = ManifestReader()
         for chunk in self.manifest.chunks():
@@ -675,7 +566,7 @@ class Verifier:
             self.line_problem(line.path, f"size {data.size}, the manifest says {line.size}")
         if line.kind is Kind.HARDLINK and self.links_checked:
             other = self.resolved(line.target)
-            if other is None or other.group != data.group:
+            if other is None or other is not data:
                 self.line_problem(line.path, f"is not a hard link of {escape_path(line.target)}")
 
 
@@ -706,20 +597,15 @@ def verify_archive(
         as_json=as_json,
     )
     if verifier.against is not None:
-        verifier.source_tree = DestTree.open(verifier.against)
-    with open_members(source, reporter) as members:
         try:
-            for m in members:
-                verifier.member(m)
-                verifier.passphrase_checked(at_end=False)
-        except ArchiveError as e:
-            verifier.problem(os.fsencode(source), f"unreadable from here on: {e.msg}")
-    verifier.passphrase_checked(at_end=True)
-    facts = verifier.check_manifest()
-    if verifier.against is not None:
-        verifier.source_leftovers()
-    if verifier.source_tree is not None:
-        verifier.source_tree.close()
+            verifier.source_fd = open_root(verifier.against)
+        except OSError as e:
+            raise UsageError(f"--against {against}: cannot open: {e.strerror}") from e
+    try:
+        facts = _verify_tree(source, verifier)
+    finally:
+        if verifier.source_fd is not None:
+            os.close(verifier.source_fd)
     entries = len(verifier.seen)
     volume = f" (volume {facts.volume} of {facts.volumes})" if facts and facts.volumes > 1 else ""
     level = (
@@ -753,3 +639,24 @@ def verify_archive(
             file=out,
         )
     return EXIT_WARNINGS if verifier.problems else EXIT_OK
+
+
+def _verify_tree(source: str, verifier: Verifier) -> Facts | None:
+    """Every member through the one member reader (read/members.py), then the manifest."""
+    with open_lower_tree(source, _ReaderProblems(verifier)) as tree:
+        tree.side_file = verifier.side_file
+        try:
+            for entry in tree.entries:
+                verifier.set_root(tree.lower_root)
+                verifier.member(entry, verifier.archive_path(entry.path))
+                verifier.passphrase_checked(at_end=False)
+        except ArchiveUnreadable as e:
+            # the members before were checked; what comes after, the manifest included, is lost
+            verifier.problem(os.fsencode(source), f"unreadable from here on: {e}")
+        verifier.set_root(tree.lower_root)  # a lower tree without one entry
+        verifier.manifest = tree.manifest
+    verifier.passphrase_checked(at_end=True)
+    facts = verifier.check_manifest()
+    if verifier.against is not None:
+        verifier.source_leftovers()
+    return facts

@@ -270,5 +270,26 @@ def test_truncated_archive(copy: Path) -> None:
         f.truncate(copy.stat().st_size // 2)
     rc, out = verify(copy, secret=False)
     found = problems(out)
-    assert rc == 1 and found[0].startswith(f"{copy}: unreadable from here on")
+    # the member the archive ends inside is named (a damaged member costs that member), then
+    # where reading stopped
+    assert rc == 1 and found[0].endswith(
+        ": cannot read: archive data unreadable: Truncated tar archive"
+    )
+    assert found[1].startswith(f"{copy}: unreadable from here on")
     assert found[-1] == f"{MANIFEST}: missing: nothing to check the archive against"
+
+
+def test_sparse_member_is_refused_as_restore_refuses_it(copy: Path, tmp_path: Path) -> None:
+    """verify reads members through the reader restore uses (read/members.py): a sparse
+    member, which ecarchive never writes, is refused there instead of its holes being read as
+    zeros and hashed as if they were the archive's bytes."""
+    x = unpack(copy, tmp_path / "x")
+    with (x / "Private" / "holes").open("wb") as f:
+        f.truncate(1 << 20)
+    gnu_tar("--sort=name", "-S", "-cf", str(copy), "-C", str(x), "RESTORE.txt", "Private", MANIFEST)
+    rc, out = verify(copy, secret=False)
+    # said with the other problems, not as a warning beside an "OK"
+    assert rc == 1 and problems(out) == [
+        "Private/holes: sparse member, its data is not in the archive; skipped"
+    ]
+    assert "1 problem in" in out

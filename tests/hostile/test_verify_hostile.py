@@ -6,12 +6,15 @@ import hashlib
 import io
 import itertools
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -146,6 +149,117 @@ def test_verify_directory_of_files_owned_by_others(tmp_path: Path) -> None:
             stdin=subprocess.DEVNULL,
         )
         assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def _readable_by_others(root: Path) -> None:
+    """What a disc or a tree extracted by root shows an ordinary user: o+r files, o+rx
+    directories, some of them read-only, all owned by root."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "ro").mkdir()
+    (root / "a.txt").write_bytes(b"alpha\n" * 3000)
+    (root / "sub" / "b.bin").write_bytes(bytes(range(256)) * 40)
+    (root / "sub" / "deeper" / "empty").write_bytes(b"")
+    (root / "ro" / "read-only.txt").write_bytes(b"kept as is\n")
+    os.link(root / "a.txt", root / "sub" / "hard")
+    (root / "sub" / "link").symlink_to("../a.txt")
+    for path in (root / "a.txt", root / "sub" / "b.bin", root / "sub" / "deeper" / "empty"):
+        path.chmod(0o644)
+    (root / "ro" / "read-only.txt").chmod(0o444)
+    (root / "ro").chmod(0o555)
+
+
+@dataclass
+class _Shared:
+    """Made by root for another user to verify: SOURCE, its archive, the tree root extracted
+    from it with owners kept."""
+
+    user: tuple[int, int]
+    work: Path
+    src: Path
+    tar: Path
+    tree: Path
+
+    def verify(self, *args: str | Path) -> tuple[int, str]:
+        """`ecarchive verify ARGS` run as the other user (tests/support/as_user.py)."""
+        r = subprocess.run(
+            [sys.executable, "-m", "tests.support.as_user", *map(str, self.user), "verify"]
+            + [str(a) for a in args],
+            env=dict(os.environ, PYTHONPATH=str(REPO), ECARCHIVE_PASSPHRASE=PASSPHRASE),
+            cwd=REPO,
+            capture_output=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        shown = r.stdout.decode() + r.stderr.decode()
+        assert "Traceback" not in shown, shown
+        return r.returncode, shown
+
+
+@pytest.fixture
+def shared() -> Iterator[_Shared]:
+    if not IS_ROOT:
+        pytest.skip("needs root to make files owned by another user")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to verify as")
+    # tmp_path lies below a root-only directory: the other user could not even reach it
+    work = Path(tempfile.mkdtemp(prefix="ecarchive-other-user-"))
+    try:
+        work.chmod(0o755)
+        src, tar, tree = work / "src", work / "a.tar", work / "tree"
+        src.mkdir()
+        _readable_by_others(src)
+        assert run_cli(["create", "-q", "-o", str(tar), str(src)]).returncode == 0
+        tar.chmod(0o644)
+        tree.mkdir()
+        subprocess.run(["tar", "-xpf", str(tar), "--same-owner", "-C", str(tree)], check=True)
+        assert (tree / "Private").stat().st_uid == 0
+        yield _Shared((nobody.pw_uid, nobody.pw_gid), work, src, tar, tree)
+    finally:
+        shutil.rmtree(work)
+
+
+def test_verify_as_a_real_second_user(shared: _Shared) -> None:
+    """Issue 9 item 7: an ordinary user verifies an archive, the tree root extracted from it
+    (owners kept), the ISO image and the tree bsdtar extracts from it, with and without
+    --against, on files owned by root that the user may read but not write, not O_NOATIME,
+    not chown."""
+    iso = shared.work / "a.iso"
+    made = run_cli(["create", "-q", "--format", "iso", "-o", str(iso), str(shared.src)])
+    assert made.returncode == 0
+    iso.chmod(0o644)
+    targets = [shared.tar, iso, shared.tree]
+    if shutil.which("bsdtar"):
+        disc = shared.work / "disc"
+        disc.mkdir()
+        subprocess.run(["bsdtar", "-xpf", str(iso), "-C", str(disc)], check=True)
+        targets.append(disc)
+    for target in targets:
+        for extra in ([], ["--against", str(shared.src)]):
+            code, shown = shared.verify(*extra, target)
+            assert code == 0, f"verify {' '.join(extra)} {target}:\n{shown}"
+            assert "OK" in shown and "not permitted" not in shown, shown
+
+
+def test_what_a_second_user_may_not_read_is_named_not_a_traceback(shared: _Shared) -> None:
+    """The same user meets a root-only file and directory inside an extracted tree (each a
+    problem, the rest verified), a root-only tree and a root-only SOURCE (one fatal line)."""
+    lower = shared.tree / "Private"
+    files = sorted(p for p in lower.iterdir() if p.is_file())
+    dirs = sorted(p for p in lower.iterdir() if p.is_dir())
+    files[0].chmod(0o600)
+    dirs[0].chmod(0o700)
+    code, shown = shared.verify(shared.tree)
+    assert code == 1
+    assert f"[Private/{files[0].name}]: cannot read: Permission denied" in shown, shown
+    assert f"{dirs[0].name}: cannot read directory: Permission denied" in shown, shown
+    for closed in (shared.tree, shared.src):
+        closed.chmod(0o700)
+    code, shown = shared.verify(shared.tree)
+    assert code == 2 and f"{shared.tree}: cannot read: Permission denied" in shown, shown
+    code, shown = shared.verify("--against", shared.src, shared.tar)
+    assert code == 2 and f"--against {shared.src}: cannot open: Permission denied" in shown, shown
 
 
 _ATTACK_MANIFEST_BYTES = 64 << 20

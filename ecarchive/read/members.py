@@ -22,8 +22,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import libarchive
 from libarchive import ffi
@@ -35,6 +34,14 @@ from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
+
+# re-exported: the readers above members.py import these names from here
+from .lower import DataReader as DataReader
+from .lower import LowerEntry as LowerEntry
+from .lower import MemberUnreadable as MemberUnreadable
+from .lower import Path as Path
+from .lower import Progress as Progress
+from .lower import RawMember
 from .spool import Spool
 
 STDIN = "-"
@@ -51,43 +58,6 @@ _NS = 1_000_000_000
 _sparse_count = ffi.libarchive.archive_entry_sparse_count
 _sparse_count.argtypes = [ctypes.c_void_p]
 _sparse_count.restype = ctypes.c_int
-
-Progress = Callable[[int], None]
-Path = tuple[bytes, ...]  # components below the lower root, never empty, never "." or ".."
-
-
-class MemberUnreadable(Exception):
-    """One member's data cannot be read (I/O error, or the archive ends inside it)."""
-
-
-class DataReader(Protocol):
-    def readinto(self, view: memoryview) -> int:
-        """Fill `view`; fewer bytes than len(view) only at the end of the member."""
-        ...
-
-
-@dataclass(slots=True)
-class LowerEntry:
-    """One member of a lower tree, relative to the lower root."""
-
-    kind: Kind
-    path: Path
-    mode: int  # permission bits incl. setuid/setgid/sticky
-    uid: int
-    gid: int
-    uname: str
-    gname: str
-    mtime_ns: int
-    size: int = 0  # lower data bytes (FILE)
-    symlink: bytes = b""  # SYMLINK: the stored (lower) target
-    link_path: Path = ()  # HARDLINK: lower path of the file it is another name of
-    rdev: int = 0
-    data: DataReader | None = None  # FILE only; valid until the next entry is asked for
-
-    @property
-    def display(self) -> str:
-        return escape_path(b"/".join(self.path))
-
 
 class UnsafePath(ValueError):
     """A member path that could land outside the destination."""
@@ -176,15 +146,9 @@ def _kind_of(filetype: int, is_hardlink: bool) -> Kind | None:
     return KIND_OF_FILE_TYPE.get(stat.S_IFMT(filetype))
 
 
-@dataclass(slots=True)
-class _RawMember:
-    path: Path
-    entry: LowerEntry
-
-
 def _archive_members(
     archive: Any, reporter: Reporter | None, progress: Progress | None
-) -> Iterator[_RawMember]:
+) -> Iterator[RawMember]:
     """Every member with a safe path; the LowerEntry's path is the full member path."""
     a = archive._pointer
     entry = libarchive.entry.ArchiveEntry(a)
@@ -240,7 +204,7 @@ def _archive_members(
             rdev=os.makedev(ffi.entry_rdevmajor(e), ffi.entry_rdevminor(e)),
             data=data,
         )
-        yield _RawMember(path, lower)
+        yield RawMember(path, lower)
         # libarchive skips unread data itself; count it so a progress bar reaches its total
         if data is not None and progress and size > data.consumed:
             progress(size - data.consumed)
@@ -314,13 +278,13 @@ class _StreamLayout(LowerTree):
 
     def __init__(
         self,
-        members: Iterator[_RawMember],
+        members: Iterator[RawMember],
         reporter: Reporter,
         iso_wrapper: IsoWrapper | None = None,
     ) -> None:
         super().__init__(self._walk(members, reporter, iso_wrapper))
 
-    def _side_file(self, m: _RawMember, reporter: Reporter) -> bool:
+    def _side_file(self, m: RawMember, reporter: Reporter) -> bool:
         """True when m is a plain top-level RESTORE.txt/MANIFEST* (then consumed here)."""
         top = m.path[0]
         if len(m.path) != 1 or m.entry.kind is not Kind.FILE or not is_side_file_name(top):
@@ -340,7 +304,7 @@ class _StreamLayout(LowerTree):
         return True
 
     def _walk(
-        self, members: Iterator[_RawMember], reporter: Reporter, iso_wrapper: IsoWrapper | None
+        self, members: Iterator[RawMember], reporter: Reporter, iso_wrapper: IsoWrapper | None
     ) -> Iterator[LowerEntry]:
         wrapped: bool | None = None
         wrapper: bytes | None = None

@@ -27,6 +27,7 @@ from typing import Any
 import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
+from libarchive.ffi import NO_CLOSE_CB, NO_OPEN_CB, READ_CALLBACK
 
 from ..display import escape_path
 from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
@@ -34,6 +35,7 @@ from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
+from .iso import ISO_SNIFF_BYTES, ImageSource, IsoImage, IsoUnreadable, is_iso_head
 
 # re-exported: the readers above members.py import these names from here
 from .lower import DataReader as DataReader
@@ -211,16 +213,20 @@ def _archive_members(
 
 
 @contextmanager
-def open_archive(source: str) -> Iterator[Any]:
+def open_archive(source: str, head: bytes | None = None) -> Iterator[Any]:
     """libarchive reading only the formats ecarchive writes: tar (any compression) and ISO
     9660. With every format enabled a text file or a blank disc is "read" as an mtree or empty
-    archive; here it fails, so a foreign input is found at once."""
+    archive; here it fails, so a foreign input is found at once. `head`: bytes already read
+    from stdin, given to libarchive before the rest."""
     a = ffi.read_new()
     try:
         ffi.read_support_filter_all(a)
         ffi.read_support_format_tar(a)
         ffi.read_support_format_iso9660(a)
-        if source == STDIN:
+        if source == STDIN and head is not None:
+            feed = _HeadThenFd(head, 0)
+            ffi.read_open(a, None, NO_OPEN_CB, feed.callback, NO_CLOSE_CB)
+        elif source == STDIN:
             ffi.read_open_fd(a, 0, READ_BLOCK)
         else:
             ffi.read_open_filename_w(a, source, READ_BLOCK)
@@ -228,13 +234,34 @@ def open_archive(source: str) -> Iterator[Any]:
     except ArchiveError as err:
         # "Unrecognized archive format" says nothing more; other reasons (a cut image) may help
         detail = "" if _UNRECOGNISED in str(err.msg) else f" ({err.msg})"
-        raise NoArchiveFound(f"{source}: no ecarchive archive found{detail}") from err
+        raise NoArchiveFound(f"{source}: {_NOT_FOUND}{detail}") from err
     finally:
         ffi.read_free(a)
 
 
-def _is_iso(archive: Any) -> bool:
-    return bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660")
+class _HeadThenFd:
+    """libarchive's read callback: the bytes taken to recognise the input, then the fd."""
+
+    def __init__(self, head: bytes, fd: int) -> None:
+        self._head: bytes | None = head
+        self._fd = fd
+        self._buf = ctypes.create_string_buffer(READ_BLOCK)
+        self._view = memoryview(self._buf).cast("B")
+        self._address = ctypes.addressof(self._buf)
+        self.callback = READ_CALLBACK(self._read)
+
+    def _read(self, archive_p: Any, context: Any, ptrptr: Any) -> int:
+        if self._head:
+            data, self._head = self._head, None
+            n = len(data)
+            self._view[:n] = data
+        else:
+            try:
+                n = os.readv(self._fd, [self._view])
+            except OSError:
+                return -1
+        ctypes.cast(ptrptr, ctypes.POINTER(ctypes.c_void_p))[0] = self._address
+        return n
 
 
 def spool_bounded(data: DataReader, limit: int) -> Spool | None:
@@ -519,42 +546,64 @@ def _dir_entry(
 # --- entry point ------------------------------------------------------------------------------
 
 
-def _iso_prepass(source: str) -> bytes | None:
-    """The lower root of an ISO image file by the rule of the module docstring, from a first
-    pass over its directory records (libarchive seeks past file data; only side files are
-    read, a few bytes each)."""
-    side = False
-    dirs: set[bytes] = set()
-    others = False
-    with open_archive(source) as archive:
-        for m in _archive_members(archive, None, None):
-            top = m.path[0]
-            if len(m.path) > 1 or m.entry.kind is Kind.DIR:
-                dirs.add(top)
-            elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-                head, _ = _peek(m.entry.data)
-                if has_marker(head):
-                    others = True
-                else:
-                    side = side or top == RESTORE_NAME
-            else:
-                others = True
-    if side and len(dirs) == 1 and not others:
-        return next(iter(dirs))
-    return None
+def _iso_wrapper_of(image: IsoImage) -> IsoWrapper:
+    """The lower root of an image by the rule of the module docstring, from its root
+    directory (read before its first member is yielded); side files are peeked at where the
+    input can seek, and otherwise taken as plain if the one directory has a clear name (a
+    kernel lower tree's names are encrypted)."""
 
-
-def _iso_wrapper_of(source: str, archive: Any) -> IsoWrapper:
     def decide(first: Path) -> bytes | None:
-        if not _is_iso(archive):
+        dirs = []
+        side = False
+        for name, kind, offset in image.root_listing:
+            if kind is Kind.DIR:
+                dirs.append(name)
+                continue
+            if kind is not Kind.FILE or not is_side_file_name(name):
+                return None
+            head = image.src.peek_at(offset, MARKER_PEEK_BYTES) if offset is not None else b""
+            if head is not None and has_marker(head):
+                return None
+            side = side or name == RESTORE_NAME
+        if not side or len(dirs) != 1:
             return None
-        if source != STDIN:
-            return _iso_prepass(source)
-        # A stream cannot be read twice: an image whose first member is a clear-named
-        # directory is taken for ecarchive's layout (a kernel lower tree has encrypted names).
-        return first[0] if not is_encrypted_name(first[0]) else None
+        if not image.src.seekable and is_encrypted_name(dirs[0]):
+            return None
+        return dirs[0]
 
     return decide
+
+
+_NOT_FOUND = "no ecarchive archive found"
+
+
+def _read_head(fd: int, size: int) -> bytes:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            break
+        got += n
+    return bytes(buf[:got])
+
+
+@contextmanager
+def _opened_input(source: str) -> Iterator[tuple[int, bytes]]:
+    """The input's descriptor and its first bytes, enough to recognise an ISO image."""
+    if source == STDIN:
+        yield 0, _read_head(0, ISO_SNIFF_BYTES)
+        return
+    try:
+        # a user-named input, followed through symlinks as libarchive opens it
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ArchiveUnreadable(f"{source}: cannot open: {e.strerror}") from e
+    try:
+        yield fd, _read_head(fd, ISO_SNIFF_BYTES)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -578,9 +627,16 @@ def open_lower_tree(
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
-    with open_archive(source) as archive:
-        members = _archive_members(archive, reporter, progress)
-        yield _StreamLayout(members, reporter, _iso_wrapper_of(source, archive))
+    with _opened_input(source) as (fd, head):
+        if is_iso_head(head):
+            try:
+                image = IsoImage(ImageSource(fd, head), reporter, progress)
+            except IsoUnreadable as e:
+                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+            yield _StreamLayout(image.members(), reporter, _iso_wrapper_of(image))
+            return
+        with open_archive(source, head if source == STDIN else None) as archive:
+            yield _StreamLayout(_archive_members(archive, reporter, progress), reporter)
 
 
 def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
 
 SKIP_CHUNK = 1 << 20  # a pipe is skipped by reading into a buffer of this size
+PIPE_SIZE = 1 << 20  # fewer, larger reads from a pipe (the default pipe-max-size)
 
 
 class ImageEnded(Exception):
@@ -28,6 +31,10 @@ class ImageSource:
         # a regular file's real size bounds every extent (a block device's is not in st_size)
         self.real_size: int | None = st.st_size if stat.S_ISREG(st.st_mode) else None
         self._scratch: bytearray | None = None
+        if stat.S_ISFIFO(st.st_mode):
+            # only an optimisation: refused above pipe-max-size or for an unprivileged user
+            with contextlib.suppress(OSError, AttributeError):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
     def readinto(self, view: memoryview) -> int:
         """Fill `view` from `pos`; fewer bytes only at the end of the image."""

@@ -49,6 +49,9 @@ from .susp import Damage, RockRidge
 # A directory's records are read one sector at a time; this caps what one directory may
 # claim (about 8 million records), far above any real one.
 DIRECTORY_MAX = 1 << 30
+# Where genisoimage and libisofs move relocated directories; not shown when that is all
+# they hold (as libarchive and Linux hide them)
+RELOCATION_DIRECTORIES = (b"rr_moved", b".rr_moved")
 _PLAIN_DIR_MODE = 0o555  # without Rock Ridge, as libarchive and Linux show them
 _PLAIN_FILE_MODE = 0o444
 
@@ -62,13 +65,15 @@ class _Dir:
     path: Path
     start: int
     size: int
+    # a relocation directory's entry, shown only once it holds more than relocated records
+    held: RawMember | None = None
 
 
 @dataclass(slots=True, eq=False)
 class _Pending:
     """One member's record(s), waiting for continuation areas or for its data."""
 
-    parent: Path
+    owner: _Dir
     ident: bytes
     flags: int
     date_ns: int
@@ -77,6 +82,10 @@ class _Pending:
     hops: int = 0
     path: Path = ()
     entry: LowerEntry | None = None
+
+    @property
+    def parent(self) -> Path:
+        return self.owner.path
 
     def shown(self) -> str:
         if self.path:
@@ -267,6 +276,10 @@ class IsoImage:
             self._warn(open_file[0].shown(), "the last extent section of this file is missing; "
                        "skipped")
             self._done_waiting(open_file[0])
+        if d.held is not None and not any(
+            isinstance(item, _Continuation) and item.pending.owner is d for _, _, item in self._heap
+        ):
+            d.held = None  # only relocated directories in it: the writer's, not the tree's
 
     def _sector(self, d: _Dir, sector: memoryview, base: int, open_file: list[_Pending]) -> None:
         shown = escape_path(b"/".join(d.path) or b".")
@@ -309,7 +322,7 @@ class IsoImage:
             self._warn(head.shown(), "the last extent section of this file is missing; skipped")
             open_file.clear()
             self._done_waiting(head)
-        p = _Pending(d.path, rec.ident, rec.flags, rec.date_ns, [section])
+        p = _Pending(d, rec.ident, rec.flags, rec.date_ns, [section])
         if not d.path:
             self._root_waiting += 1
         if self._skip is not None:
@@ -382,6 +395,13 @@ class IsoImage:
             return
         self._done_waiting(p)
         if entry is None:
+            return
+        if p.owner.held is not None:
+            self._ready.append(p.owner.held)
+            p.owner.held = None
+        if entry.kind is Kind.DIR and not p.parent and name in RELOCATION_DIRECTORIES:
+            start, size = p.sections[0]
+            self._push(start, _Dir(p.path, start, size, RawMember(p.path, entry)))
             return
         if not p.parent:
             offset = p.sections[0][0] if entry.kind is Kind.FILE and entry.size else None

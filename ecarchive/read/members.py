@@ -1,4 +1,5 @@
-"""Readers of lower trees: a tar or ISO image (file or stdin, via libarchive) or a directory.
+"""Readers of lower trees: a tar (file or stdin, via libarchive), an ISO 9660 image (file or
+stdin, read/iso: recognised by its volume descriptor at sector 16) or a directory.
 
 Every reader yields `LowerEntry` values with paths relative to the *lower root*, in archive order
 (parents before children), and never holds more than one member's data at a time.
@@ -10,9 +11,8 @@ and exactly one directory beside it (and maybe plain `MANIFEST*` files), that di
 lower root; otherwise the top level is. A plain top-level `RESTORE.txt`/`MANIFEST*` is never
 restored. Archives are read in one pass (stdin cannot be read twice, and a second pass would
 double the cost for files): a plain `RESTORE.txt`/`MANIFEST*` as the first top-level member, as
-ecarchive writes tars, means the wrapped layout at once; otherwise the same rule is applied at
-the end and reported as `LowerTree.late_wrapper` (libarchive lists an ISO image's directories
-before its files).
+ecarchive writes tars, means the wrapped layout at once; an ISO image lists its directories
+before its files, so the rule is applied to its root directory before its first member.
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ class LowerTree:
 
 
 # Which top-level directory of an ISO image is the lower root, decided before its first member
-# is used (libarchive lists an image's directories before its files, so RESTORE.txt comes late).
+# is used (an image lists its directories before its files, so RESTORE.txt comes late).
 IsoWrapper = Callable[[Path], "bytes | None"]
 
 

@@ -500,7 +500,8 @@ class IsoImage:
                 entry.kind, entry.link_path, entry.size = Kind.HARDLINK, last[2], 0
                 yield RawMember(p.path, entry)
             else:
-                self._warn(p.shown(), "its data overlaps data already read; skipped")
+                self._warn(p.shown(), "its data lies in what was already read (before its "
+                           "directory record, or overlapping other data); skipped")
             return
         end = p.sections[-1][0] + p.sections[-1][1]
         nxt = self._next_offset()

@@ -39,6 +39,7 @@ from ...iso.rrip import (
 from .dates import DATE7_LEN, DATE17_LEN, date7_ns, date17_ns
 
 NAME_MAX = 255  # longer cannot be created on Linux anyway
+CL_LEN = 12  # RRIP 4.1.5.1: a both-endian block number
 TARGET_MAX = 4096  # PATH_MAX: a longer target cannot be created
 _U32 = struct.Struct("<I").unpack_from  # the little-endian half of a both-endian field
 
@@ -65,7 +66,7 @@ class RockRidge:
     rdev: int = 0
     continuation: tuple[int, int, int] | None = None  # (block, offset, length) of a CE
     relocated: bool = False  # RE: the real record is elsewhere (a CL points here)
-    child_link: bool = False  # CL: a relocated directory
+    child_link: int | None = None  # CL: the block of a relocated directory
 
     def parse(self, area: bytes | memoryview) -> None:
         """Take the entries of one system use area (record tail or continuation area)."""
@@ -109,7 +110,9 @@ class RockRidge:
         elif sig == SIG_RE:
             self.relocated = True
         elif sig == SIG_CL:
-            self.child_link = True
+            if length != CL_LEN:
+                raise Damage(f"CL entry of bad length {length}")
+            self.child_link = _U32(data, 0)[0]
         # SP, ER, ES, PD, RR, SF, PL and unknown entries change nothing read here
 
     def _nm(self, data: bytes | memoryview) -> None:

@@ -61,12 +61,24 @@ class IsoUnreadable(Exception):
 
 
 @dataclass(slots=True, eq=False)
+class _Relocation:
+    """A directory the writer moved (its RE record lies in rr_moved) and the CL record that
+    says where it belongs; its members are held until both are known."""
+
+    moved: Path | None = None  # the RE record's path
+    target: Path | None = None  # the CL record's path, inside `outer` when that is not None
+    outer: _Relocation | None = None
+    held: list[RawMember] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
 class _Dir:
     path: Path
     start: int
     size: int
     # a relocation directory's entry, shown only once it holds more than relocated records
     held: RawMember | None = None
+    relocation: _Relocation | None = None  # the moved directory this one lies in
 
 
 @dataclass(slots=True, eq=False)
@@ -162,6 +174,7 @@ class IsoImage:
         self._last_data: tuple[int, int, Path] | None = None  # (offset, size, path) of a file
         self._empty_links: dict[int, Path] = {}  # PX serial -> first name of an empty file
         self._root_waiting = 0  # root records still waiting for continuation areas
+        self._relocations: dict[int, _Relocation] = {}  # by the moved directory's offset
         # the root's children as they complete: (name, kind, data offset or None)
         self.root_listing: list[tuple[bytes, Kind, int | None]] = []
         self._end, root = self._volume()
@@ -225,6 +238,7 @@ class IsoImage:
                 self._ready.clear()
         yield from self._ready
         self._ready.clear()
+        self._unresolved_relocations()
 
     def _push(self, offset: int, item: _Item) -> None:
         self._seq += 1
@@ -389,16 +403,21 @@ class IsoImage:
         name = bytes(rr.name) if self._skip is not None and rr.has_name else iso_name(p.ident)
         p.path = (*p.parent, name)
         try:
-            entry = self._entry(p, name)
+            if not name or name in (b".", b"..") or b"/" in name or b"\x00" in name:
+                raise Damage(f"bad name {escape_path(name)}")
+            if rr.relocated or rr.child_link is not None:
+                self._relocation_record(p)
+                self._done_waiting(p)
+                return
+            entry = self._entry(p)
         except Damage as e:
             self._damaged(p, str(e))
             return
         self._done_waiting(p)
-        if entry is None:
-            return
         if p.owner.held is not None:
             self._ready.append(p.owner.held)
             p.owner.held = None
+        owner = p.owner
         if entry.kind is Kind.DIR and not p.parent and name in RELOCATION_DIRECTORIES:
             start, size = p.sections[0]
             self._push(start, _Dir(p.path, start, size, RawMember(p.path, entry)))
@@ -408,22 +427,95 @@ class IsoImage:
             self.root_listing.append((name, entry.kind, offset))
         if entry.kind is Kind.DIR:
             start, size = p.sections[0]
-            self._ready.append(RawMember(p.path, entry))
-            self._push(start, _Dir(p.path, start, size))
+            self._emit(owner, RawMember(p.path, entry))
+            self._push(start, _Dir(p.path, start, size, relocation=owner.relocation))
         elif entry.kind is Kind.FILE and entry.size:
             p.entry = entry
             self._push(p.sections[0][0], p)
         else:
-            self._ready.append(RawMember(p.path, entry))
+            self._emit(owner, RawMember(p.path, entry))
 
-    def _entry(self, p: _Pending, name: bytes) -> LowerEntry | None:
+    # --- Rock Ridge relocation (genisoimage -R moves directories deeper than 8 levels) -----
+
+    def _relocation_record(self, p: _Pending) -> None:
         rr = p.rr
-        if not name or name in (b".", b"..") or b"/" in name or b"\x00" in name:
-            raise Damage(f"bad name {escape_path(name)}")
-        if rr.relocated:
-            return None  # reached through the CL record that points here, which is refused
-        if rr.child_link:
-            raise Damage("relocated directory (Rock Ridge CL) is not followed")
+        if rr.relocated:  # the moved directory itself, under rr_moved: read it from here
+            if not p.flags & FLAG_DIRECTORY:
+                raise Damage("relocated (RE) record of a non-directory")
+            self._check_directory(p)
+            start, size = p.sections[0]
+            relocation = self._relocations.setdefault(start, _Relocation())
+            if relocation.moved is not None:
+                raise Damage("a second RE record for one directory")
+            relocation.moved = p.path
+            self._push(start, _Dir(p.path, start, size, relocation=relocation))
+            return
+        assert rr.child_link is not None  # a placeholder where the moved directory belongs
+        start = rr.child_link * SECTOR
+        if rr.mode is not None and not stat.S_ISDIR(rr.mode):
+            raise Damage("CL record of a non-directory")
+        if start >= self._end:
+            raise Damage("CL record pointing past the end of the image")
+        relocation = self._relocations.setdefault(start, _Relocation())
+        if relocation.target is not None:
+            raise Damage("a second CL record for one directory")
+        relocation.target = p.path
+        relocation.outer = p.owner.relocation
+        entry = LowerEntry(
+            kind=Kind.DIR,
+            path=p.path,
+            mode=rr.mode & 0o7777 if rr.mode is not None else _PLAIN_DIR_MODE,
+            uid=rr.uid,
+            gid=rr.gid,
+            uname="",
+            gname="",
+            mtime_ns=rr.mtime_ns if rr.mtime_ns is not None else p.date_ns,
+        )
+        self._emit(p.owner, RawMember(p.path, entry))
+        self._release()
+
+    @staticmethod
+    def _final(path: Path, relocation: _Relocation | None) -> Path | None:
+        """Where a member read under moved directories belongs, once every CL is known."""
+        while relocation is not None:
+            if relocation.target is None or relocation.moved is None:
+                return None
+            path = (*relocation.target, *path[len(relocation.moved) :])
+            relocation = relocation.outer
+        return path
+
+    def _emit(self, owner: _Dir, m: RawMember) -> None:
+        if owner.relocation is None:
+            self._ready.append(m)
+            return
+        owner.relocation.held.append(m)
+        self._release()
+
+    def _release(self) -> None:
+        out: list[RawMember] = []
+        for relocation in self._relocations.values():
+            if relocation.held and self._final((), relocation) is not None:
+                for m in relocation.held:
+                    final = self._final(m.path, relocation)
+                    assert final is not None
+                    m.path = m.entry.path = final
+                    out.append(m)
+                relocation.held = []
+        out.sort(key=lambda m: len(m.path))  # parents first, read order among equals
+        self._ready.extend(out)
+
+    def _unresolved_relocations(self) -> None:
+        for relocation in self._relocations.values():
+            if relocation.moved is not None and self._final((), relocation) is None:
+                self._warn(escape_path(b"/".join(relocation.moved)),
+                           "relocated directory (RE) that no CL record places; skipped with "
+                           "everything below it")
+            elif relocation.moved is None and relocation.target is not None:
+                self._warn(escape_path(b"/".join(relocation.target)),
+                           "relocated directory (CL) whose contents were not found; left empty")
+
+    def _entry(self, p: _Pending) -> LowerEntry:
+        rr = p.rr
         is_dir = bool(p.flags & FLAG_DIRECTORY)
         if rr.mode is None:
             kind: Kind | None = Kind.DIR if is_dir else Kind.FILE
@@ -494,6 +586,11 @@ class IsoImage:
         entry = p.entry
         assert entry is not None
         src = self.src
+        if p.owner.relocation is not None:
+            final = self._final(p.path, p.owner.relocation)
+            if final is None:
+                return  # in a moved directory no CL record places: warned at the end
+            p.path = entry.path = final
         if offset < src.pos:
             last = self._last_data
             if last is not None and last[:2] == (offset, entry.size):

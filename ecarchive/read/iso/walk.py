@@ -7,13 +7,22 @@ record (a directory record: its whole subtree) with a warning naming its path: a
 the end of the image, one that lies before what was already read (a directory loop, a
 continuation area pointing at itself), one that overlaps the next pending extent, bad lengths.
 
-Choices: Rock Ridge relocation is not followed (a CL record is damage, an RE record is
-skipped: ecarchive, xorriso and genisoimage -R of a kernel lower tree do not relocate);
-hard links are records sharing a data extent (or, for empty files, a PX serial), the first
-taken is the file and the others link to it, as libarchive reports them.
+Choices:
+- Rock Ridge relocation (RE/CL, genisoimage -R below 8 levels) is followed: the moved
+  directory is read under its rr_moved path (it comes first in the image) and its members
+  are held, without data, until the CL record that places it is read; rr_moved is not shown
+  when that is all it holds. ecarchive and xorriso never relocate.
+- Hard links are records sharing a data extent (or, for empty files, a PX serial): the first
+  taken is the file, the others link to it (libarchive may pick another name as the file;
+  the restored inode is the same).
+- Symlink targets are joined as Linux joins SL entries (see susp.py); PN numbers are read
+  as each known writer writes them.
+- Data that comes before the record naming it (multisession images) cannot be read forward
+  and is damage.
 
-Memory: one sector of a directory at a time, plus one small object per pending record; a
-record costs at least 34 bytes of real input, so memory is bounded by the image read.
+Memory: one sector of a directory at a time, plus one small object per pending record (and
+the held members of moved directories); a record costs at least 34 bytes of real input, so
+memory is bounded by the image read. A directory may claim at most DIRECTORY_MAX bytes.
 """
 
 from __future__ import annotations

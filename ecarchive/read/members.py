@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -215,9 +215,10 @@ def _archive_members(
 @contextmanager
 def open_archive(source: str, head: bytes | None = None) -> Iterator[Any]:
     """libarchive reading only the formats ecarchive writes: tar (any compression) and ISO
-    9660. With every format enabled a text file or a blank disc is "read" as an mtree or empty
-    archive; here it fails, so a foreign input is found at once. `head`: bytes already read
-    from stdin, given to libarchive before the rest."""
+    9660 (only a compressed one reaches it: plain images are read by read/iso). With every
+    format enabled a text file or a blank disc is "read" as an mtree or empty archive; here it
+    fails, so a foreign input is found at once. `head`: bytes already read from stdin, given
+    to libarchive before the rest."""
     a = ffi.read_new()
     try:
         ffi.read_support_filter_all(a)
@@ -577,6 +578,19 @@ def _iso_wrapper_of(image: IsoImage) -> IsoWrapper:
 _NOT_FOUND = "no ecarchive archive found"
 
 
+def _compressed_iso_wrapper(archive: Any) -> IsoWrapper:
+    """For an image libarchive reads (a compressed one), read once as a stream: a first
+    directory with a clear name is taken for ecarchive's layout (a kernel lower tree's names
+    are encrypted)."""
+
+    def decide(first: Path) -> bytes | None:
+        if not bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660"):
+            return None
+        return first[0] if not is_encrypted_name(first[0]) else None
+
+    return decide
+
+
 def _read_head(fd: int, size: int) -> bytes:
     buf = bytearray(size)
     view = memoryview(buf)
@@ -604,6 +618,39 @@ def _opened_input(source: str) -> Iterator[tuple[int, bytes]]:
         yield fd, _read_head(fd, ISO_SNIFF_BYTES)
     finally:
         os.close(fd)
+
+
+def _blocks(data: DataReader) -> Iterator[bytes]:
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    while n := data.readinto(view):
+        yield bytes(view[:n])
+
+
+def top_level_files(
+    source: str, names: Collection[bytes]
+) -> Iterator[tuple[bytes, Iterator[bytes]]]:
+    """The regular files called one of `names` at the top of an archive file, each with its
+    data as blocks. An ISO image is read by read/iso, so damage elsewhere in it costs nothing
+    here (restore reports it); libarchive seeks over tar member data."""
+    with _opened_input(source) as (fd, head):
+        if is_iso_head(head):
+            try:
+                image = IsoImage(ImageSource(fd, head), None, None)
+            except IsoUnreadable as e:
+                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+            for m in image.members():
+                top = m.path[0]
+                if len(m.path) == 1 and m.entry.kind is Kind.FILE and top in names:
+                    assert m.entry.data is not None
+                    yield top, _blocks(m.entry.data)
+            return
+    with open_archive(source) as archive:
+        for entry in archive:
+            # raw bytes: names in clear (--fnek off) need not be UTF-8
+            path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
+            if path in names and entry.isfile:
+                yield path, entry.get_blocks()
 
 
 @contextmanager
@@ -636,7 +683,8 @@ def open_lower_tree(
             yield _StreamLayout(image.members(), reporter, _iso_wrapper_of(image))
             return
         with open_archive(source, head if source == STDIN else None) as archive:
-            yield _StreamLayout(_archive_members(archive, reporter, progress), reporter)
+            members = _archive_members(archive, reporter, progress)
+            yield _StreamLayout(members, reporter, _compressed_iso_wrapper(archive))
 
 
 def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:

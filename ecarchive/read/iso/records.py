@@ -23,6 +23,7 @@ REC_FLAGS = 25
 REC_IDENT_LEN = 32
 REC_IDENT = RECORD_FIXED
 ROOT_RECORD_LEN = 34
+FLAG_ASSOCIATED = 0x04  # file flags (9.1.6): an associated file (e.g. a resource fork)
 
 # Volume descriptor fields (8.4)
 VD_TYPE = 0
@@ -120,6 +121,7 @@ __all__ = [
     "DOT",
     "DOTDOT",
     "FIRST_DESCRIPTOR",
+    "FLAG_ASSOCIATED",
     "RECORD_FIXED",
     "TYPE_TERMINATOR",
     "Record",

@@ -42,6 +42,7 @@ from ...model import KIND_OF_FILE_TYPE, Kind
 from ..lower import LowerEntry, MemberUnreadable, Path, Progress, RawMember
 from .records import (
     DESCRIPTORS_MAX,
+    FLAG_ASSOCIATED,
     DOT,
     FIRST_DESCRIPTOR,
     TYPE_TERMINATOR,
@@ -333,6 +334,8 @@ class IsoImage:
             self._record(d, rec, open_file)
 
     def _record(self, d: _Dir, rec: Record, open_file: list[_Pending]) -> None:
+        if rec.flags & FLAG_ASSOCIATED:
+            return  # a resource fork or similar beside a file of the same name, never ours
         section = (rec.extent * SECTOR, rec.size)
         if open_file:
             head = open_file[0]

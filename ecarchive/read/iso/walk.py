@@ -42,9 +42,9 @@ from ...model import KIND_OF_FILE_TYPE, Kind
 from ..lower import LowerEntry, MemberUnreadable, Path, Progress, RawMember
 from .records import (
     DESCRIPTORS_MAX,
-    FLAG_ASSOCIATED,
     DOT,
     FIRST_DESCRIPTOR,
+    FLAG_ASSOCIATED,
     TYPE_TERMINATOR,
     Record,
     is_descriptor,

@@ -171,6 +171,26 @@ def _ce_past_end(img: bytearray) -> None:
     img[ce + 4 : ce + 12] = _both32(_volume_blocks(bytes(img)) + 3)
 
 
+def _ce_across_blocks(img: bytearray) -> None:
+    rec = rec_of(bytes(img), LONG)
+    ce = rec.entries["CE"][0]
+    img[ce + 12 : ce + 20] = _both32(SECTOR - 8)  # its area would run into the next block
+
+
+def _data_inside_other_data(img: bytearray) -> None:
+    rec = rec_of(bytes(img), "zz-last.bin")
+    other = rec_of(bytes(img), "a.txt")
+    img[rec.at + 2 : rec.at + 10] = _both32(other.extent + 1)
+
+
+def _size_over_next_file(img: bytearray) -> None:
+    """a.txt's size grown over the whole next file: a.txt is the damaged one."""
+    rec = rec_of(bytes(img), "a.txt")
+    after = min((r for r in walk(bytes(img)) if not r.flags & 2 and r.extent > rec.extent),
+                key=lambda r: r.extent)
+    img[rec.at + 10 : rec.at + 18] = _both32((after.extent - rec.extent) * SECTOR + after.size)
+
+
 def _ident_too_long(img: bytearray) -> None:
     rec = rec_of(bytes(img), "zz-last.bin")
     img[rec.at + 32] = 250
@@ -195,6 +215,9 @@ DAMAGE = {
     "dir-loop-to-parent": (_dir_self_loop, "dir/sub", ("dir/sub",)),
     "ce-to-itself": (_ce_to_itself, LONG[:20], (LONG,)),
     "ce-past-end": (_ce_past_end, LONG[:20], (LONG,)),
+    "ce-across-blocks": (_ce_across_blocks, LONG[:20], (LONG,)),
+    "data-inside-other-data": (_data_inside_other_data, "zz-last.bin", ("zz-last.bin",)),
+    "size-over-next-file": (_size_over_next_file, "a.txt", ("a.txt",)),
     "identifier-too-long": (_ident_too_long, "", ("zz-last.bin",)),
     "sl-component-past-entry": (_sl_component_past_entry, "link", ("link",)),
     "nm-garbage": (_nm_garbage, "zz", ("zz-last.bin",)),
@@ -219,7 +242,9 @@ def test_damaged_record_costs_its_member(
     assert r.returncode == 1, r.stderr.decode()
     assert named in r.stderr.decode()
     listed = r.stdout.decode()
-    assert "a.txt" in listed and "dir/c.txt" in listed
+    for name in FILES:
+        if not any(name == x or name.startswith(x + "/") for x in lost):
+            assert f"\t{name}\n" in listed, name
 
 
 def _near_sector_end(img: bytes) -> Rec:

@@ -258,20 +258,33 @@ class IsoImage:
         if self._reporter:
             self._reporter.warn(f"{shown}: {why}")
 
-    def _next_offset(self) -> int | None:
-        return self._heap[0][0] if self._heap else None
+    def _swallows(self, start: int, end: int) -> bool:
+        """True when the extent start..end holds the whole next pending extent: then its own
+        size is the damaged field. One that only begins inside it is the damaged one instead,
+        and is found when taken (it lies in what was already read)."""
+        if not self._heap:
+            return False
+        offset, _, item = self._heap[0]
+        if not start < offset < end:
+            return False
+        if isinstance(item, _Dir):
+            other_end = item.start + item.size
+        elif isinstance(item, _Continuation):
+            other_end = offset + item.length
+        else:
+            other_end = item.sections[0][0] + item.sections[0][1]
+        return other_end <= end
 
     def _directory(self, d: _Dir) -> Iterator[RawMember]:
         shown = escape_path(b"/".join(d.path) or b".")
         src = self.src
         first: bytes | None = self._root_first if not d.path else None
         if first is None:
-            nxt = self._next_offset()
             if d.start < src.pos:
                 self._warn(shown, "directory extent lies in what was already read (a loop or "
                            "an overlap); skipped with everything below it")
                 return
-            if nxt is not None and nxt < d.start + d.size:
+            if self._swallows(d.start, d.start + d.size):
                 self._warn(shown, "directory extent overlaps other extents of the image; "
                            "skipped with everything below it")
                 return
@@ -613,8 +626,7 @@ class IsoImage:
                            "directory record, or overlapping other data); skipped")
             return
         end = p.sections[-1][0] + p.sections[-1][1]
-        nxt = self._next_offset()
-        if nxt is not None and offset < nxt < p.sections[0][0] + p.sections[0][1]:
+        if self._swallows(offset, p.sections[0][0] + p.sections[0][1]):
             self._warn(p.shown(), "its data overlaps other extents of the image; skipped")
             return
         try:

@@ -123,6 +123,7 @@ class _Continuation:
 
 
 _Item = _Dir | _Continuation | _Pending
+_DONE = RockRidge()  # stands for the entries of every record already turned into an entry
 
 
 class _SectionData:
@@ -456,6 +457,7 @@ class IsoImage:
             self._push(start, _Dir(p.path, start, size, relocation=owner.relocation))
         elif entry.kind is Kind.FILE and entry.size:
             p.entry = entry
+            p.rr = _DONE  # a file may wait long for its data: keep only what it needs
             self._push(p.sections[0][0], p)
         else:
             self._emit(owner, RawMember(p.path, entry))

@@ -213,19 +213,19 @@ def _archive_members(
 
 
 @contextmanager
-def open_archive(source: str, head: bytes | None = None) -> Iterator[Any]:
+def open_archive(source: str, fed: tuple[int, bytes] | None = None) -> Iterator[Any]:
     """libarchive reading only the formats ecarchive writes: tar (any compression) and ISO
     9660 (only a compressed one reaches it: plain images are read by read/iso). With every
     format enabled a text file or a blank disc is "read" as an mtree or empty archive; here it
-    fails, so a foreign input is found at once. `head`: bytes already read from stdin, given
-    to libarchive before the rest."""
+    fails, so a foreign input is found at once. `fed`: an input that cannot be opened again (a
+    pipe) as its descriptor and the bytes already read from it, given to libarchive first."""
     a = ffi.read_new()
     try:
         ffi.read_support_filter_all(a)
         ffi.read_support_format_tar(a)
         ffi.read_support_format_iso9660(a)
-        if source == STDIN and head is not None:
-            feed = _HeadThenFd(head, 0)
+        if fed is not None:
+            feed = _HeadThenFd(fed[1], fed[0])
             ffi.read_open(a, None, NO_OPEN_CB, feed.callback, NO_CLOSE_CB)
         elif source == STDIN:
             ffi.read_open_fd(a, 0, READ_BLOCK)
@@ -682,7 +682,10 @@ def open_lower_tree(
                 raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
             yield _StreamLayout(image.members(), reporter, _iso_wrapper_of(image))
             return
-        with open_archive(source, head if source == STDIN else None) as archive:
+        # a regular file is opened again by name (libarchive seeks over member data); a pipe,
+        # even a named one such as <(ssh host cat x.tar), is read on without what was taken
+        reopen = source != STDIN and stat.S_ISREG(os.fstat(fd).st_mode)
+        with open_archive(source, None if reopen else (fd, head)) as archive:
             members = _archive_members(archive, reporter, progress)
             yield _StreamLayout(members, reporter, _compressed_iso_wrapper(archive))
 

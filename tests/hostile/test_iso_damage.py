@@ -9,6 +9,7 @@ damaged path, exit 1, and restore everything else byte-identical (issue 9, item 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,3 +293,31 @@ def test_damaged_root_is_one_fatal_error(
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("ecarchive: error: "), lines
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("fmt", ["iso", "tar"])
+def test_named_pipe_loses_nothing_to_the_sniff(
+    fmt: str, image: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """`ecarchive restore <(ssh host cat x.iso) DEST`: the bytes read to tell an ISO image from
+    a tar cannot be read again from a pipe, so they must be handed on, not re-opened."""
+    src, img = image
+    if fmt == "tar":
+        tar = tmp_path / "made.tar"
+        r = run_cli(["create", "--format", "tar", "--fnek", "off", "-o", str(tar), str(src)])
+        assert r.returncode == 0, r.stderr.decode()
+        img = tar.read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with fifo.open("wb") as f:
+            f.write(img)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    dest = tmp_path / "dest"
+    r = run_cli(["restore", "-q", str(fifo), str(dest)])
+    writer.join()
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    _assert_rest_restored(dest, ())

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from libarchive import ffi
-
 from .display import escape_path
 from .errors import ArchiveUnreadable, EcarchiveError, Reporter
 from .fsio import lstat_at, open_root, open_subdir
@@ -36,7 +34,7 @@ from .manifest import MANIFEST_NAME, Line, ManifestError, ManifestReader
 from .progress import Tally
 from .read.decode import DamagedEntry, Keys
 from .read.listing import Style
-from .read.members import open_archive
+from .read.members import top_level_files
 from .read.restore import Existing, restore_archive
 from .read.select import Selection
 
@@ -114,7 +112,7 @@ class _Side:
 
 def side_files(source: str, keys: Keys) -> _Side:
     """MANIFEST.ecarchive and MANIFEST.deleted from the top of an archive file or an extracted
-    archive directory (one pass over the headers; libarchive seeks over member data)."""
+    archive directory (one pass over the headers, seeking over member data)."""
     found = _Side(source, keys)
     if os.path.isdir(source):
         for name in _SIDE_FILES:
@@ -134,12 +132,8 @@ def side_files(source: str, keys: Keys) -> _Side:
     if not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
     # only the formats ecarchive writes (NoArchiveFound for others), as the restore reads them
-    with open_archive(source) as archive:
-        for entry in archive:
-            # raw bytes: names in clear (--fnek off) need not be UTF-8
-            path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
-            if path in _SIDE_FILES and entry.isfile:
-                found.take(path, entry.get_blocks(), f"{source}: {path.decode()}")
+    for path, blocks in top_level_files(source, _SIDE_FILES):
+        found.take(path, blocks, f"{source}: {path.decode()}")
     return found
 
 

@@ -25,13 +25,33 @@ TF_LEN = 26
 PN_LEN = 20
 SP_LEN = 7
 
+# Entry signatures (SUSP 1.12 section 5, RRIP 1.12 section 4.1)
+SIG_CE = b"CE"
+SIG_SP = b"SP"
+SIG_ST = b"ST"
+SIG_ER = b"ER"
+SIG_PX = b"PX"
+SIG_PN = b"PN"
+SIG_SL = b"SL"
+SIG_NM = b"NM"
+SIG_TF = b"TF"
+SIG_CL = b"CL"
+SIG_RE = b"RE"
+SP_CHECK = b"\xbe\xef"  # SP check bytes; LEN_SKP follows them
+PX_LEN_RRIP_110 = 36  # PX without the serial number (RRIP 1.10, older mkisofs)
+
 NM_CONTINUE = 0x01
+NM_CURRENT = 0x02
+NM_PARENT = 0x04
 SL_CONTINUE = 0x01
 COMPONENT_CONTINUE = 0x01
 COMPONENT_CURRENT = 0x02
 COMPONENT_PARENT = 0x04
 COMPONENT_ROOT = 0x08
 
+TF_CREATION = 0x01
+TF_MODIFY = 0x02
+TF_LONG_FORM = 0x80  # 17-byte dates instead of 7-byte ones
 TF_MODIFY_ACCESS_ATTRIBUTES = 0x0E
 
 _JOINER = bytes((COMPONENT_CONTINUE, 0))  # empty component that continues
@@ -57,30 +77,30 @@ def _entry(signature: bytes, data: bytes) -> bytes:
 
 def sp() -> bytes:
     """Root-only marker that enables Rock Ridge; LEN_SKP 0."""
-    return _entry(b"SP", b"\xbe\xef\x00")
+    return _entry(SIG_SP, SP_CHECK + b"\x00")
 
 
 def er() -> bytes:
     head = bytes((len(ER_ID), len(ER_DESCRIPTOR), len(ER_SOURCE), ER_VERSION))
-    return _entry(b"ER", head + ER_ID + ER_DESCRIPTOR + ER_SOURCE)
+    return _entry(SIG_ER, head + ER_ID + ER_DESCRIPTOR + ER_SOURCE)
 
 
 def ce(lba: int, offset: int, length: int) -> bytes:
-    return _entry(b"CE", both32(lba) + both32(offset) + both32(length))
+    return _entry(SIG_CE, both32(lba) + both32(offset) + both32(length))
 
 
 def px(mode: int, nlink: int, uid: int, gid: int, serial: int) -> bytes:
-    return _entry(b"PX", both32(mode) + both32(nlink) + both32(uid) + both32(gid) + both32(serial))
+    return _entry(SIG_PX, both32(mode) + both32(nlink) + both32(uid) + both32(gid) + both32(serial))
 
 
 def tf(mtime_ns: int) -> bytes:
     # ctime and atime are not in the plan; mtime is the only time eCryptfs restores anyway.
     stamp = date7(mtime_ns)
-    return _entry(b"TF", bytes((TF_MODIFY_ACCESS_ATTRIBUTES,)) + stamp * 3)
+    return _entry(SIG_TF, bytes((TF_MODIFY_ACCESS_ATTRIBUTES,)) + stamp * 3)
 
 
 def pn(major: int, minor: int) -> bytes:
-    return _entry(b"PN", both32(major) + both32(minor))
+    return _entry(SIG_PN, both32(major) + both32(minor))
 
 
 def nm_entries(name: bytes, first_chunk: int) -> list[bytes]:
@@ -92,7 +112,7 @@ def nm_entries(name: bytes, first_chunk: int) -> list[bytes]:
         piece = name[pos : pos + chunk]
         pos += len(piece)
         flags = NM_CONTINUE if pos < len(name) else 0
-        out.append(_entry(b"NM", bytes((flags,)) + piece))
+        out.append(_entry(SIG_NM, bytes((flags,)) + piece))
         chunk = NAME_CHUNK_MAX
     return out
 
@@ -142,7 +162,7 @@ def sl_entries(target: bytes) -> list[bytes]:
     out = []
     for index, group in enumerate(groups):
         flags = SL_CONTINUE if index < len(groups) - 1 else 0
-        out.append(_entry(b"SL", bytes((flags,)) + b"".join(group)))
+        out.append(_entry(SIG_SL, bytes((flags,)) + b"".join(group)))
     return out
 
 

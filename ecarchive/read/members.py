@@ -1,4 +1,5 @@
-"""Readers of lower trees: a tar or ISO image (file or stdin, via libarchive) or a directory.
+"""Readers of lower trees: a tar (file or stdin, via libarchive), an ISO 9660 image (file or
+stdin, read/iso: recognised by its volume descriptor at sector 16) or a directory.
 
 Every reader yields `LowerEntry` values with paths relative to the *lower root*, in archive order
 (parents before children), and never holds more than one member's data at a time.
@@ -10,9 +11,8 @@ and exactly one directory beside it (and maybe plain `MANIFEST*` files), that di
 lower root; otherwise the top level is. A plain top-level `RESTORE.txt`/`MANIFEST*` is never
 restored. Archives are read in one pass (stdin cannot be read twice, and a second pass would
 double the cost for files): a plain `RESTORE.txt`/`MANIFEST*` as the first top-level member, as
-ecarchive writes tars, means the wrapped layout at once; otherwise the same rule is applied at
-the end and reported as `LowerTree.late_wrapper` (libarchive lists an ISO image's directories
-before its files).
+ecarchive writes tars, means the wrapped layout at once; an ISO image lists its directories
+before its files, so the rule is applied to its root directory before its first member.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import libarchive
 from libarchive import ffi
 from libarchive.exception import ArchiveError
+from libarchive.ffi import NO_CLOSE_CB, NO_OPEN_CB, READ_CALLBACK
 
 from ..display import escape_path
 from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
@@ -36,6 +36,15 @@ from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
 from ..fsio import open_noatime
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
+from .iso import ISO_SNIFF_BYTES, ImageSource, IsoImage, IsoUnreadable, is_iso_head
+
+# re-exported: the readers above members.py import these names from here
+from .lower import DataReader as DataReader
+from .lower import LowerEntry as LowerEntry
+from .lower import MemberUnreadable as MemberUnreadable
+from .lower import Path as Path
+from .lower import Progress as Progress
+from .lower import RawMember
 from .spool import Spool
 
 STDIN = "-"
@@ -52,43 +61,6 @@ _NS = 1_000_000_000
 _sparse_count = ffi.libarchive.archive_entry_sparse_count
 _sparse_count.argtypes = [ctypes.c_void_p]
 _sparse_count.restype = ctypes.c_int
-
-Progress = Callable[[int], None]
-Path = tuple[bytes, ...]  # components below the lower root, never empty, never "." or ".."
-
-
-class MemberUnreadable(Exception):
-    """One member's data cannot be read (I/O error, or the archive ends inside it)."""
-
-
-class DataReader(Protocol):
-    def readinto(self, view: memoryview) -> int:
-        """Fill `view`; fewer bytes than len(view) only at the end of the member."""
-        ...
-
-
-@dataclass(slots=True)
-class LowerEntry:
-    """One member of a lower tree, relative to the lower root."""
-
-    kind: Kind
-    path: Path
-    mode: int  # permission bits incl. setuid/setgid/sticky
-    uid: int
-    gid: int
-    uname: str
-    gname: str
-    mtime_ns: int
-    size: int = 0  # lower data bytes (FILE)
-    symlink: bytes = b""  # SYMLINK: the stored (lower) target
-    link_path: Path = ()  # HARDLINK: lower path of the file it is another name of
-    rdev: int = 0
-    data: DataReader | None = None  # FILE only; valid until the next entry is asked for
-
-    @property
-    def display(self) -> str:
-        return escape_path(b"/".join(self.path))
-
 
 class UnsafePath(ValueError):
     """A member path that could land outside the destination."""
@@ -177,15 +149,9 @@ def _kind_of(filetype: int, is_hardlink: bool) -> Kind | None:
     return KIND_OF_FILE_TYPE.get(stat.S_IFMT(filetype))
 
 
-@dataclass(slots=True)
-class _RawMember:
-    path: Path
-    entry: LowerEntry
-
-
 def _archive_members(
     archive: Any, reporter: Reporter | None, progress: Progress | None
-) -> Iterator[_RawMember]:
+) -> Iterator[RawMember]:
     """Every member with a safe path; the LowerEntry's path is the full member path."""
     a = archive._pointer
     entry = libarchive.entry.ArchiveEntry(a)
@@ -241,23 +207,28 @@ def _archive_members(
             rdev=os.makedev(ffi.entry_rdevmajor(e), ffi.entry_rdevminor(e)),
             data=data,
         )
-        yield _RawMember(path, lower)
+        yield RawMember(path, lower)
         # libarchive skips unread data itself; count it so a progress bar reaches its total
         if data is not None and progress and size > data.consumed:
             progress(size - data.consumed)
 
 
 @contextmanager
-def open_archive(source: str) -> Iterator[Any]:
+def open_archive(source: str, fed: tuple[int, bytes] | None = None) -> Iterator[Any]:
     """libarchive reading only the formats ecarchive writes: tar (any compression) and ISO
-    9660. With every format enabled a text file or a blank disc is "read" as an mtree or empty
-    archive; here it fails, so a foreign input is found at once."""
+    9660 (only a compressed one reaches it: plain images are read by read/iso). With every
+    format enabled a text file or a blank disc is "read" as an mtree or empty archive; here it
+    fails, so a foreign input is found at once. `fed`: an input that cannot be opened again (a
+    pipe) as its descriptor and the bytes already read from it, given to libarchive first."""
     a = ffi.read_new()
     try:
         ffi.read_support_filter_all(a)
         ffi.read_support_format_tar(a)
         ffi.read_support_format_iso9660(a)
-        if source == STDIN:
+        if fed is not None:
+            feed = _HeadThenFd(fed[1], fed[0])
+            ffi.read_open(a, None, NO_OPEN_CB, feed.callback, NO_CLOSE_CB)
+        elif source == STDIN:
             ffi.read_open_fd(a, 0, READ_BLOCK)
         else:
             ffi.read_open_filename_w(a, source, READ_BLOCK)
@@ -265,13 +236,34 @@ def open_archive(source: str) -> Iterator[Any]:
     except ArchiveError as err:
         # "Unrecognized archive format" says nothing more; other reasons (a cut image) may help
         detail = "" if _UNRECOGNISED in str(err.msg) else f" ({err.msg})"
-        raise NoArchiveFound(f"{source}: no ecarchive archive found{detail}") from err
+        raise NoArchiveFound(f"{source}: {_NOT_FOUND}{detail}") from err
     finally:
         ffi.read_free(a)
 
 
-def _is_iso(archive: Any) -> bool:
-    return bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660")
+class _HeadThenFd:
+    """libarchive's read callback: the bytes taken to recognise the input, then the fd."""
+
+    def __init__(self, head: bytes, fd: int) -> None:
+        self._head: bytes | None = head
+        self._fd = fd
+        self._buf = ctypes.create_string_buffer(READ_BLOCK)
+        self._view = memoryview(self._buf).cast("B")
+        self._address = ctypes.addressof(self._buf)
+        self.callback = READ_CALLBACK(self._read)
+
+    def _read(self, archive_p: Any, context: Any, ptrptr: Any) -> int:
+        if self._head:
+            data, self._head = self._head, None
+            n = len(data)
+            self._view[:n] = data
+        else:
+            try:
+                n = os.readv(self._fd, [self._view])
+            except OSError:
+                return -1
+        ctypes.cast(ptrptr, ctypes.POINTER(ctypes.c_void_p))[0] = self._address
+        return n
 
 
 def spool_bounded(data: DataReader, limit: int) -> Spool | None:
@@ -307,7 +299,7 @@ class LowerTree:
 
 
 # Which top-level directory of an ISO image is the lower root, decided before its first member
-# is used (libarchive lists an image's directories before its files, so RESTORE.txt comes late).
+# is used (an image lists its directories before its files, so RESTORE.txt comes late).
 IsoWrapper = Callable[[Path], "bytes | None"]
 
 
@@ -318,13 +310,13 @@ class _StreamLayout(LowerTree):
 
     def __init__(
         self,
-        members: Iterator[_RawMember],
+        members: Iterator[RawMember],
         reporter: Reporter,
         iso_wrapper: IsoWrapper | None = None,
     ) -> None:
         super().__init__(self._walk(members, reporter, iso_wrapper))
 
-    def _side_file(self, m: _RawMember, reporter: Reporter) -> bool:
+    def _side_file(self, m: RawMember, reporter: Reporter) -> bool:
         """True when m is a plain top-level RESTORE.txt/MANIFEST* (then consumed here)."""
         top = m.path[0]
         if len(m.path) != 1 or m.entry.kind is not Kind.FILE or not is_side_file_name(top):
@@ -346,7 +338,7 @@ class _StreamLayout(LowerTree):
         return True
 
     def _walk(
-        self, members: Iterator[_RawMember], reporter: Reporter, iso_wrapper: IsoWrapper | None
+        self, members: Iterator[RawMember], reporter: Reporter, iso_wrapper: IsoWrapper | None
     ) -> Iterator[LowerEntry]:
         wrapped: bool | None = None
         wrapper: bytes | None = None
@@ -562,42 +554,110 @@ def _dir_entry(
 # --- entry point ------------------------------------------------------------------------------
 
 
-def _iso_prepass(source: str) -> bytes | None:
-    """The lower root of an ISO image file by the rule of the module docstring, from a first
-    pass over its directory records (libarchive seeks past file data; only side files are
-    read, a few bytes each)."""
-    side = False
-    dirs: set[bytes] = set()
-    others = False
-    with open_archive(source) as archive:
-        for m in _archive_members(archive, None, None):
-            top = m.path[0]
-            if len(m.path) > 1 or m.entry.kind is Kind.DIR:
-                dirs.add(top)
-            elif m.entry.kind is Kind.FILE and is_side_file_name(top) and m.entry.data:
-                head, _ = _peek(m.entry.data)
-                if has_marker(head):
-                    others = True
-                else:
-                    side = side or top == RESTORE_NAME
-            else:
-                others = True
-    if side and len(dirs) == 1 and not others:
-        return next(iter(dirs))
-    return None
+def _iso_wrapper_of(image: IsoImage) -> IsoWrapper:
+    """The lower root of an image by the rule of the module docstring, from its root
+    directory (read before its first member is yielded); side files are peeked at where the
+    input can seek, and otherwise taken as plain if the one directory has a clear name (a
+    kernel lower tree's names are encrypted)."""
 
-
-def _iso_wrapper_of(source: str, archive: Any) -> IsoWrapper:
     def decide(first: Path) -> bytes | None:
-        if not _is_iso(archive):
+        dirs = []
+        side = False
+        for name, kind, offset in image.root_listing:
+            if kind is Kind.DIR:
+                dirs.append(name)
+                continue
+            if kind is not Kind.FILE or not is_side_file_name(name):
+                return None
+            head = image.src.peek_at(offset, MARKER_PEEK_BYTES) if offset is not None else b""
+            if head is not None and has_marker(head):
+                return None
+            side = side or name == RESTORE_NAME
+        if not side or len(dirs) != 1:
             return None
-        if source != STDIN:
-            return _iso_prepass(source)
-        # A stream cannot be read twice: an image whose first member is a clear-named
-        # directory is taken for ecarchive's layout (a kernel lower tree has encrypted names).
+        if not image.src.seekable and is_encrypted_name(dirs[0]):
+            return None
+        return dirs[0]
+
+    return decide
+
+
+_NOT_FOUND = "no ecarchive archive found"
+
+
+def _compressed_iso_wrapper(archive: Any) -> IsoWrapper:
+    """For an image libarchive reads (a compressed one), read once as a stream: a first
+    directory with a clear name is taken for ecarchive's layout (a kernel lower tree's names
+    are encrypted)."""
+
+    def decide(first: Path) -> bytes | None:
+        if not bytes(ffi.format_name(archive._pointer) or b"").startswith(b"ISO9660"):
+            return None
         return first[0] if not is_encrypted_name(first[0]) else None
 
     return decide
+
+
+def _read_head(fd: int, size: int) -> bytes:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            break
+        got += n
+    return bytes(buf[:got])
+
+
+@contextmanager
+def _opened_input(source: str) -> Iterator[tuple[int, bytes]]:
+    """The input's descriptor and its first bytes, enough to recognise an ISO image."""
+    if source == STDIN:
+        yield 0, _read_head(0, ISO_SNIFF_BYTES)
+        return
+    try:
+        # a user-named input, followed through symlinks as libarchive opens it
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ArchiveUnreadable(f"{source}: cannot open: {e.strerror}") from e
+    try:
+        yield fd, _read_head(fd, ISO_SNIFF_BYTES)
+    finally:
+        os.close(fd)
+
+
+def _blocks(data: DataReader) -> Iterator[bytes]:
+    buf = bytearray(1 << 16)
+    view = memoryview(buf)
+    while n := data.readinto(view):
+        yield bytes(view[:n])
+
+
+def top_level_files(
+    source: str, names: Collection[bytes]
+) -> Iterator[tuple[bytes, Iterator[bytes]]]:
+    """The regular files called one of `names` at the top of an archive file, each with its
+    data as blocks. An ISO image is read by read/iso, so damage elsewhere in it costs nothing
+    here (restore reports it); libarchive seeks over tar member data."""
+    with _opened_input(source) as (fd, head):
+        if is_iso_head(head):
+            try:
+                image = IsoImage(ImageSource(fd, head), None, None)
+            except IsoUnreadable as e:
+                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+            for m in image.members():
+                top = m.path[0]
+                if len(m.path) == 1 and m.entry.kind is Kind.FILE and top in names:
+                    assert m.entry.data is not None
+                    yield top, _blocks(m.entry.data)
+            return
+    with open_archive(source) as archive:
+        for entry in archive:
+            # raw bytes: names in clear (--fnek off) need not be UTF-8
+            path = (ffi.entry_pathname(entry._entry_p) or b"").removeprefix(b"./")
+            if path in names and entry.isfile:
+                yield path, entry.get_blocks()
 
 
 @contextmanager
@@ -625,9 +685,20 @@ def open_lower_tree(
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
-    with open_archive(source) as archive:
-        members = _archive_members(archive, reporter, progress)
-        yield _StreamLayout(members, reporter, _iso_wrapper_of(source, archive))
+    with _opened_input(source) as (fd, head):
+        if is_iso_head(head):
+            try:
+                image = IsoImage(ImageSource(fd, head), reporter, progress)
+            except IsoUnreadable as e:
+                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+            yield _StreamLayout(image.members(), reporter, _iso_wrapper_of(image))
+            return
+        # a regular file is opened again by name (libarchive seeks over member data); a pipe,
+        # even a named one such as <(ssh host cat x.tar), is read on without what was taken
+        reopen = source != STDIN and stat.S_ISREG(os.fstat(fd).st_mode)
+        with open_archive(source, None if reopen else (fd, head)) as archive:
+            members = _archive_members(archive, reporter, progress)
+            yield _StreamLayout(members, reporter, _compressed_iso_wrapper(archive))
 
 
 def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:

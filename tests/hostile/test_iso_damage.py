@@ -246,6 +246,12 @@ def test_damaged_record_costs_its_member(
     for name in FILES:
         if not any(name == x or name.startswith(x + "/") for x in lost):
             assert f"\t{name}\n" in listed, name
+    # verify reads through the same member reader: the damage is one problem, not the disc
+    r = run_cli(["verify", str(bad)])
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1, out
+    assert named in out, out
+    assert "Traceback" not in out
 
 
 def _near_sector_end(img: bytes) -> Rec:

@@ -33,9 +33,10 @@ from ..display import escape_path
 from ..ecryptfs.header import MARKER_PEEK_BYTES, has_marker
 from ..ecryptfs.names import is_encrypted_name
 from ..errors import ArchiveUnreadable, NoArchiveFound, Reporter
-from ..fsio import open_noatime
+from ..fsio import lstat_at, open_regular
 from ..manifest import MANIFEST_NAME
 from ..model import KIND_OF_FILE_TYPE, Kind
+from .dirtree import DirTree, FileData, is_plain_file
 from .iso import ISO_SNIFF_BYTES, ImageSource, IsoImage, IsoUnreadable, is_iso_head
 
 # re-exported: the readers above members.py import these names from here
@@ -53,8 +54,6 @@ MANIFEST_PREFIX = b"MANIFEST"
 # libarchive reads in blocks of this size; its default (st_blksize, 4 KiB) costs syscalls
 READ_BLOCK = 1 << 20
 _UNRECOGNISED = "Unrecognized archive format"
-_NOATIME = getattr(os, "O_NOATIME", 0)
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _NOATIME
 MAX_MANIFEST_BYTES = 1 << 30  # ~8 million entries; anything larger is not ours
 _NS = 1_000_000_000
 
@@ -386,169 +385,59 @@ def _rebased(entry: LowerEntry, depth: int) -> LowerEntry:
 # --- a directory on disk --------------------------------------------------------------------
 
 
-class _FileData:
-    """A lower file on disk, opened on first read and closed by the walker."""
-
-    def __init__(self, path: bytes, progress: Progress | None) -> None:
-        self._path = path
-        self._progress = progress
-        self._fd: int | None = None
-
-    def readinto(self, view: memoryview) -> int:
-        try:
-            if self._fd is None:
-                self._fd = open_noatime(self._path, _OPEN_FLAGS)
-            got = 0
-            while got < len(view):
-                n = os.readv(self._fd, [view[got:]])
-                if n == 0:
-                    break
-                got += n
-        except OSError as e:
-            raise MemberUnreadable(e.strerror or str(e)) from e
-        if self._progress and got:
-            self._progress(got)
-        return got
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _plain_side_file(path: bytes) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return not has_marker(f.read(MARKER_PEEK_BYTES))
-    except OSError:
-        return False
-
-
-def find_lower_root(directory: bytes) -> bytes:
-    """The lower root inside an extracted archive (see the module docstring)."""
+def _lower_root_name(tree: DirTree) -> bytes | None:
+    """The directory of an extracted archive that is its lower root (see the module
+    docstring), or None when the top level is."""
     side = False
     dirs: list[bytes] = []
     others = 0
-    with os.scandir(directory) as it:
-        for d in it:
-            if d.is_dir(follow_symlinks=False):
-                dirs.append(d.name)
-            elif (
-                d.is_file(follow_symlinks=False)
-                and is_side_file_name(d.name)
-                and _plain_side_file(d.path)
-            ):
-                side = side or d.name == RESTORE_NAME
-            else:
-                others += 1
-    if side and len(dirs) == 1 and not others:
-        return os.path.join(directory, dirs[0])
-    return directory
-
-
-def _sorted_children(
-    dir_abs: bytes, dir_path: Path, reporter: Reporter
-) -> list[os.DirEntry[bytes]]:
-    try:
-        with os.scandir(dir_abs) as it:
-            return sorted(it, key=lambda d: d.name)
-    except OSError as e:
-        where = escape_path(b"/".join(dir_path) or b".")
-        reporter.warn(f"{where}: cannot read directory: {e.strerror}")
-        return []
-
-
-def _dir_walk(root: bytes, reporter: Reporter, progress: Progress | None) -> Iterator[LowerEntry]:
-    """Walk a lower directory sorted by name bytes, parents first; hard links found by inode.
-
-    Iterative (a stack of sorted child lists) so depth is bounded by memory, not recursion.
-    """
-    first_name: dict[tuple[int, int], Path] = {}
-    stack: list[tuple[Path, Iterator[os.DirEntry[bytes]]]] = [
-        ((), iter(_sorted_children(root, (), reporter)))
-    ]
-    while stack:
-        dir_path, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
+    for name in tree.top_names():
+        st = lstat_at(tree.top_fd, name)
+        if st is None:
             continue
-        path = (*dir_path, child.name)
-        if (
-            not dir_path
-            and is_side_file_name(child.name)
-            and child.is_file(follow_symlinks=False)
-            and _plain_side_file(child.path)
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append(name)
+        elif (
+            stat.S_ISREG(st.st_mode)
+            and is_side_file_name(name)
+            and is_plain_file(tree.top_fd, name)
         ):
-            continue
-        entry = _child_entry(child, path, first_name, reporter, progress)
-        if entry is None:
-            continue
-        yield entry
-        if isinstance(entry.data, _FileData):
+            side = side or name == RESTORE_NAME
+        else:
+            others += 1
+    return dirs[0] if side and len(dirs) == 1 and not others else None
+
+
+def _dir_entries(
+    lower: LowerTree, tree: DirTree, reporter: Reporter, progress: Progress | None
+) -> Iterator[LowerEntry]:
+    """A directory's lower entries, after its plain top-level side files went to
+    `lower.side_file` (when set), as an archive shows them first."""
+    if lower.side_file is not None:
+        for entry in tree.side_files(_side_not_manifest, reporter, progress):
+            lower.side_file(entry)
+            assert isinstance(entry.data, FileData)
             entry.data.close()
-        if entry.kind is Kind.DIR:
-            stack.append((path, iter(_sorted_children(child.path, path, reporter))))
+    yield from tree.walk(is_side_file_name, reporter, progress)
 
 
-def _child_entry(
-    child: os.DirEntry[bytes],
-    path: Path,
-    first_name: dict[tuple[int, int], Path],
-    reporter: Reporter,
-    progress: Progress | None,
-) -> LowerEntry | None:
+def _side_not_manifest(name: bytes) -> bool:
+    return is_side_file_name(name) and name != MANIFEST_NAME
+
+
+def _manifest_file(top_fd: int, reporter: Reporter) -> Spool | None:
     try:
-        st = child.stat(follow_symlinks=False)
-    except OSError as e:
-        reporter.warn(f"{escape_path(b'/'.join(path))}: cannot stat: {e.strerror}; skipped")
+        fd, _ = open_regular(MANIFEST_NAME, top_fd)
+    except FileNotFoundError:
         return None
-    return _dir_entry(child.path, path, st, first_name, reporter, progress)
-
-
-def _dir_entry(
-    abs_path: bytes,
-    path: Path,
-    st: os.stat_result,
-    first_name: dict[tuple[int, int], Path],
-    reporter: Reporter,
-    progress: Progress | None,
-) -> LowerEntry | None:
-    mode = st.st_mode
-    common: dict[str, Any] = {
-        "path": path,
-        "mode": stat.S_IMODE(mode),
-        "uid": st.st_uid,
-        "gid": st.st_gid,
-        "uname": "",
-        "gname": "",
-        "mtime_ns": st.st_mtime_ns,
-    }
-    if stat.S_ISDIR(mode):
-        return LowerEntry(kind=Kind.DIR, **common)
-    if stat.S_ISREG(mode):
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            if key in first_name:
-                return LowerEntry(kind=Kind.HARDLINK, link_path=first_name[key], **common)
-            first_name[key] = path
-        data = _FileData(abs_path, progress)
-        return LowerEntry(kind=Kind.FILE, size=st.st_size, data=data, **common)
-    if stat.S_ISLNK(mode):
-        try:
-            target = os.readlink(abs_path)
-        except OSError as e:
-            where = escape_path(b"/".join(path))
-            reporter.warn(f"{where}: cannot read symlink: {e.strerror}; skipped")
-            return None
-        return LowerEntry(kind=Kind.SYMLINK, symlink=target, **common)
-    if stat.S_ISFIFO(mode):
-        return LowerEntry(kind=Kind.FIFO, **common)
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        kind = Kind.CHAR if stat.S_ISCHR(mode) else Kind.BLOCK
-        return LowerEntry(kind=kind, rdev=st.st_rdev, **common)
-    reporter.warn(f"{escape_path(b'/'.join(path))}: unsupported file type; skipped")
-    return None
+    except OSError as e:
+        reporter.warn(f"{escape_path(MANIFEST_NAME)}: cannot read: {e.strerror}")
+        return None
+    with os.fdopen(fd, "rb") as f:
+        spool = spool_bounded(f, MAX_MANIFEST_BYTES)
+    if spool is None:
+        reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
+    return spool
 
 
 # --- entry point ------------------------------------------------------------------------------
@@ -670,18 +559,14 @@ def open_lower_tree(
     (an archive's member sizes; a directory's file sizes).
     """
     if source != STDIN and os.path.isdir(source):
-        top = os.fsencode(source)
-        try:
-            root = find_lower_root(top)
-        except OSError as e:  # a disc or tree this user may not read: nothing of it can be
-            raise ArchiveUnreadable(f"{source}: cannot read: {e.strerror}") from e
-        tree = LowerTree(iter(()))
-        tree.entries = _dir_tree(tree, top, root, reporter, progress)
-        if root != top:
-            tree.side_files = True
-            tree.lower_root = os.path.basename(root)
-            tree.manifest = _manifest_file(top, reporter)
-        yield tree
+        with _dir_tree(source) as (tree, root_name):
+            lower = LowerTree(iter(()))
+            lower.entries = _dir_entries(lower, tree, reporter, progress)
+            if root_name is not None:
+                lower.side_files = True
+                lower.lower_root = root_name
+                lower.manifest = _manifest_file(tree.top_fd, reporter)
+            yield lower
         return
     if source != STDIN and not os.path.exists(source):
         raise ArchiveUnreadable(f"{source}: no such file or directory")
@@ -701,42 +586,19 @@ def open_lower_tree(
             yield _StreamLayout(members, reporter, _compressed_iso_wrapper(archive))
 
 
-def _manifest_file(directory: bytes, reporter: Reporter) -> Spool | None:
+@contextmanager
+def _dir_tree(source: str) -> Iterator[tuple[DirTree, bytes | None]]:
+    """SOURCE opened as a directory tree, with the name of its lower root (None: the top)."""
     try:
-        fd = os.open(os.path.join(directory, MANIFEST_NAME), _OPEN_FLAGS & ~_NOATIME)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        reporter.warn(f"{escape_path(MANIFEST_NAME)}: cannot read: {e.strerror}")
-        return None
-    with os.fdopen(fd, "rb") as f:
-        spool = spool_bounded(f, MAX_MANIFEST_BYTES)
-    if spool is None:
-        reporter.warn(f"{escape_path(MANIFEST_NAME)}: too large to be a manifest; not used")
-    return spool
-
-
-def _dir_tree(
-    tree: LowerTree, top: bytes, root: bytes, reporter: Reporter, progress: Progress | None
-) -> Iterator[LowerEntry]:
-    """A directory's lower entries, after its plain top-level side files went to
-    `tree.side_file` (when set), as an archive shows them first."""
-    if tree.side_file is not None:
-        for entry in _side_files(top, reporter, progress):
-            tree.side_file(entry)
-            assert isinstance(entry.data, _FileData)
-            entry.data.close()
-    yield from _dir_walk(root, reporter, progress)
-
-
-def _side_files(top: bytes, reporter: Reporter, progress: Progress | None) -> Iterator[LowerEntry]:
-    with os.scandir(top) as it:
-        found = sorted(
-            (d for d in it if d.is_file(follow_symlinks=False) and is_side_file_name(d.name)),
-            key=lambda d: d.name,
-        )
-    for d in found:
-        if d.name != MANIFEST_NAME and _plain_side_file(d.path):
-            entry = _child_entry(d, (d.name,), {}, reporter, progress)
-            if entry is not None:
-                yield entry
+        tree = DirTree(os.fsencode(source))
+    except OSError as e:  # a disc or tree this user may not read: nothing of it can be
+        raise ArchiveUnreadable(f"{source}: cannot read: {e.strerror}") from e
+    try:
+        try:
+            root_name = _lower_root_name(tree)
+            tree.open_root(root_name)
+        except OSError as e:
+            raise ArchiveUnreadable(f"{source}: cannot read: {e.strerror}") from e
+        yield tree, root_name
+    finally:
+        tree.close()

@@ -104,6 +104,8 @@ def _deep_tar(path: Path, depth: int) -> Path:
         # no member for the directories in between: each name is first met with all of its
         # parents unresolved (a recursive resolver then needs `depth` frames)
         _add(t, b"Private" + b"/d" * depth + b"/leaf", leaf)
+        # met after the deep branch: a directory walk must climb back through all its levels
+        _add(t, b"Private/zz", lower.file("zz", b"after the climb").read_bytes())
     return path
 
 
@@ -118,10 +120,22 @@ def test_paths_1500_levels_deep(tmp_path: Path) -> None:
         restore_archive(str(tar), str(dest), SECRET, reporter)
         assert reporter.exit_code == 0, reporter.warnings
         assert (dest.joinpath(*["d"] * 1500) / "leaf").read_bytes() == b"at the bottom"
+        assert (dest / "zz").read_bytes() == b"after the climb"
+        # the same tree extracted (a directory as input): walked through descriptors, of
+        # which only the deepest levels stay open, each ancestor reopened on the way back
+        tree, dest2 = tmp_path / "tree", tmp_path / "dest2"
+        tree.mkdir()
+        subprocess.run(["tar", "xf", str(tar), "-C", str(tree)], check=True)
+        reporter = Reporter(stream=io.StringIO())
+        restore_archive(str(tree), str(dest2), SECRET, reporter)
+        assert reporter.exit_code == 0, reporter.warnings
+        assert (dest2.joinpath(*["d"] * 1500) / "leaf").read_bytes() == b"at the bottom"
+        assert (dest2 / "zz").read_bytes() == b"after the climb"
     finally:
         # pytest's tmp_path cleanup (shutil.rmtree) recurses too deep for this tree, even
         # when the test failed halfway
-        subprocess.run(["rm", "-rf", str(dest)], check=True)
+        for deep in ("dest", "tree", "dest2"):
+            subprocess.run(["rm", "-rf", str(tmp_path / deep)], check=True)
 
 
 @pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")

@@ -294,6 +294,13 @@ class ManifestBuilder:
             yield chunk
         self.hashes[entry.path] = digest.digest()
 
+    def recorded(
+        self, entry: Entry, chunks: Iterator[Chunk], sha256: Callable[[], bytes]
+    ) -> Iterator[Chunk]:
+        """`chunks`, whose SHA-256 `sha256()` gives once they are all taken."""
+        yield from chunks
+        self.hashes[entry.path] = sha256()
+
     def skipped(self, entry: Entry) -> None:
         self.hashes[entry.path] = None
 
@@ -310,8 +317,7 @@ class ManifestBuilder:
                 return None
             known = getattr(chunks, "sha256", None)  # hashed already where it was encrypted
             if known is not None:
-                self.hashes[entry.path] = known
-                return chunks
+                return self.recorded(entry, chunks, known)
             return self.hashing(entry, chunks)
 
         return open_data

@@ -31,8 +31,7 @@ _copy_hardlink.restype = None
 # The per-entry calls, bound once (module attribute lookups cost as much as some calls).
 _clear = ffi.entry_clear
 _copy_pathname = ffi.entry_copy_pathname
-_set_filetype = ffi.entry_set_filetype
-_set_perm = ffi.entry_set_perm
+_set_mode = ffi.entry_set_mode  # file type and permissions in one call
 _set_uid = ffi.entry_set_uid
 _set_gid = ffi.entry_set_gid
 _copy_uname = ffi.entry_copy_uname
@@ -79,8 +78,7 @@ class TarWriter:
         e = self._entry
         _clear(e)
         _copy_pathname(e, entry.path)
-        _set_filetype(e, FILE_TYPE[entry.kind])
-        _set_perm(e, entry.mode)
+        _set_mode(e, FILE_TYPE[entry.kind] | entry.mode)
         _set_uid(e, entry.uid)
         _set_gid(e, entry.gid)
         if entry.uname:

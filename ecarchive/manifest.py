@@ -334,8 +334,11 @@ class ManifestBuilder:
                 self.skipped(entry)
                 return None
             known = getattr(chunks, "sha256", None)  # hashed already where it was encrypted
+            if isinstance(known, bytes):
+                self.hashes[entry.path] = known
+                return chunks
             if known is not None:
-                return self.recorded(entry, chunks, known)
+                return self.recorded(entry, chunks, known)  # known once every chunk is taken
             return self.hashing(entry, chunks)
 
         return open_data

@@ -61,11 +61,13 @@ def padded(size: int) -> int:
 
 class Hashed(Iterator[Chunk]):
     """Lower bytes whose SHA-256 the workers computed beside the encryption, so the manifest
-    need not hash them again on the sink's thread: `sha256()` once every chunk was taken."""
+    need not hash them again on the sink's thread. `sha256` is the digest when it is known
+    already (a small file), else a function giving it once every chunk was taken (a large
+    file, hashed part after part)."""
 
     __slots__ = ("_chunks", "sha256")
 
-    def __init__(self, chunks: Iterator[Chunk], sha256: Callable[[], bytes]) -> None:
+    def __init__(self, chunks: Iterator[Chunk], sha256: bytes | Callable[[], bytes]) -> None:
         self._chunks = chunks
         self.sha256 = sha256
 
@@ -205,9 +207,6 @@ class _Small:
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
         finally:
             os.close(fd)
-
-    def digest(self) -> bytes:
-        return self.sha256
 
 
 class _Batch:
@@ -376,7 +375,7 @@ class EncryptingReader:
             self._served(batch)
             self.reporter.warn(item.error)
             return None
-        return Hashed(self._serve_small(item, batch), item.digest)
+        return Hashed(self._serve_small(item, batch), item.sha256)
 
     def zero_filled(self, entry: Entry) -> Iterator[Chunk]:
         """A valid lower file of the planned size holding zeros: what an image whose layout is

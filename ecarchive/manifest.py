@@ -69,6 +69,10 @@ NS_PER_S = 1_000_000_000
 VOLUME_DIGITS = 4
 MAX_VOLUMES = 10**VOLUME_DIGITS - 1
 _PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
+_PLAIN_BYTES = bytes(sorted(_PLAIN))
+_KIND_LETTER = {kind: kind.value.encode() for kind in Kind}
+# Manifest lines go to the HMAC and the sink this many bytes at a time, not one by one.
+_RENDER_BATCH = 1 << 16
 
 Chunk = bytes | bytearray | memoryview
 Opener = Callable[[Entry], "Iterator[Chunk] | None"]
@@ -97,6 +101,8 @@ _UNPLAIN = re.compile(rb"[^!-$&-~]")  # every byte outside _PLAIN
 
 
 def escape(raw: bytes) -> bytes:
+    if not raw.translate(None, _PLAIN_BYTES):
+        return raw  # nearly every path (encrypted names are plain); the regex costs ~1 µs
     return _UNPLAIN.sub(lambda m: b"%%%02X" % m[0][0], raw)
 
 
@@ -167,7 +173,7 @@ def listed(entries: Iterable[Entry]) -> list[Entry]:
 
 
 def _entry_line(entry: Entry, size: int, digest: bytes) -> bytes:
-    line = b"%s %d %s %s" % (entry.kind.value.encode(), size, digest, escape(entry.path))
+    line = b"%s %d %s %s" % (_KIND_LETTER[entry.kind], size, digest, escape(entry.path))
     if entry.kind is Kind.HARDLINK:
         line += b" " + escape(entry.link_target)
     return line + b"\n"
@@ -227,10 +233,22 @@ def iter_render(
     head = header_lines(facts, len(members))
     mac.update(head)
     yield head
+    lines: list[bytes] = []
+    pending = 0
     for entry, size in _sizes(members):
         line = _entry_line(entry, size, _digest_field(entry, hashes_))
-        mac.update(line)
-        yield line
+        lines.append(line)
+        pending += len(line)
+        if pending >= _RENDER_BATCH:
+            batch = b"".join(lines)
+            mac.update(batch)
+            yield batch
+            lines.clear()
+            pending = 0
+    if lines:
+        batch = b"".join(lines)
+        mac.update(batch)
+        yield batch
     yield HMAC_PREFIX + mac.hexdigest().encode() + b"\n"
 
 
@@ -294,6 +312,13 @@ class ManifestBuilder:
             yield chunk
         self.hashes[entry.path] = digest.digest()
 
+    def recorded(
+        self, entry: Entry, chunks: Iterator[Chunk], sha256: Callable[[], bytes]
+    ) -> Iterator[Chunk]:
+        """`chunks`, whose SHA-256 `sha256()` gives once they are all taken."""
+        yield from chunks
+        self.hashes[entry.path] = sha256()
+
     def skipped(self, entry: Entry) -> None:
         self.hashes[entry.path] = None
 
@@ -309,9 +334,11 @@ class ManifestBuilder:
                 self.skipped(entry)
                 return None
             known = getattr(chunks, "sha256", None)  # hashed already where it was encrypted
-            if known is not None:
+            if isinstance(known, bytes):
                 self.hashes[entry.path] = known
                 return chunks
+            if known is not None:
+                return self.recorded(entry, chunks, known)  # known once every chunk is taken
             return self.hashing(entry, chunks)
 
         return open_data

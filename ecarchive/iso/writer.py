@@ -121,14 +121,18 @@ def _write_directories(layout: IsoLayout, out: _Counter) -> None:
         out.expect(d.lba, "directory")
         ce_lba = d.lba + d.size // SECTOR
         # The records are generated twice, once to write them and once to write their
-        # continuation areas after them, so no directory is ever held in memory.
-        size = pack_directory(directory_records(d, CeAllocator(ce_lba), layout.zero_lba), out.write)
+        # continuation areas after them, so no directory is ever held in memory; the second
+        # time only when the first placed a continuation (most directories have none).
+        counted = CeAllocator(ce_lba)
+        size = pack_directory(directory_records(d, counted, layout.zero_lba), out.write)
         if size != d.size:
             raise IsoInternalError(f"directory {d.entry.path!r}: {size} bytes, planned {d.size}")
-        ce = CeAllocator(ce_lba, emit=out.write)
-        for _ in directory_records(d, ce, layout.zero_lba):
-            pass
-        ce.finish()
+        ce = counted
+        if counted.blocks:
+            ce = CeAllocator(ce_lba, emit=out.write)
+            for _ in directory_records(d, ce, layout.zero_lba):
+                pass
+            ce.finish()
         if ce.blocks != d.ce_blocks:
             raise IsoInternalError(
                 f"directory {d.entry.path!r}: {ce.blocks} continuation blocks, "

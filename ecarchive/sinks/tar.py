@@ -28,7 +28,21 @@ _copy_symlink.restype = None
 _copy_hardlink = ffi.libarchive.archive_entry_copy_hardlink
 _copy_hardlink.argtypes = [ffi.c_archive_entry_p, ctypes.c_char_p]
 _copy_hardlink.restype = None
+# The per-entry calls, bound once (module attribute lookups cost as much as some calls).
+_clear = ffi.entry_clear
+_copy_pathname = ffi.entry_copy_pathname
+_set_mode = ffi.entry_set_mode  # file type and permissions in one call
+_set_uid = ffi.entry_set_uid
+_set_gid = ffi.entry_set_gid
+_copy_uname = ffi.entry_copy_uname
+_copy_gname = ffi.entry_copy_gname
+_set_mtime = ffi.entry_set_mtime
+_set_size = ffi.entry_set_size
+_write_header = ffi.write_header
+_write_data = ffi.write_data
+_finish_entry = ffi.write_finish_entry
 
+_CHAR = ctypes.c_char
 BLOCK_SIZE = 1 << 20  # libarchive's default 10 KiB blocks cost a third of the pipe throughput
 
 
@@ -45,6 +59,7 @@ class TarWriter:
     def __init__(self, fd: int) -> None:
         self._a = ffi.write_new()
         self._entry = ffi.entry_new()
+        self._names: dict[str, bytes] = {}  # user and group names, encoded once per run
         try:
             ffi.write_set_format_pax(self._a)
             ffi.write_set_bytes_per_block(self._a, BLOCK_SIZE)
@@ -60,18 +75,18 @@ class TarWriter:
 
     def add(self, entry: Entry, data: Iterator[bytes | bytearray | memoryview] | None) -> int:
         """Write one member; returns the data bytes written (entry.size for FILE)."""
-        e = ffi.entry_clear(self._entry)
-        ffi.entry_copy_pathname(e, entry.path)
-        ffi.entry_set_filetype(e, FILE_TYPE[entry.kind])
-        ffi.entry_set_perm(e, entry.mode)
-        ffi.entry_set_uid(e, entry.uid)
-        ffi.entry_set_gid(e, entry.gid)
+        e = self._entry
+        _clear(e)
+        _copy_pathname(e, entry.path)
+        _set_mode(e, FILE_TYPE[entry.kind] | entry.mode)
+        _set_uid(e, entry.uid)
+        _set_gid(e, entry.gid)
         if entry.uname:
-            ffi.entry_copy_uname(e, entry.uname.encode())
+            _copy_uname(e, self._encoded(entry.uname))
         if entry.gname:
-            ffi.entry_copy_gname(e, entry.gname.encode())
+            _copy_gname(e, self._encoded(entry.gname))
         sec, nsec = divmod(entry.mtime_ns, 1_000_000_000)
-        ffi.entry_set_mtime(e, sec, nsec)
+        _set_mtime(e, sec, nsec)
         if entry.kind is Kind.SYMLINK:
             _copy_symlink(e, entry.link_target)
         elif entry.kind is Kind.HARDLINK:
@@ -79,24 +94,34 @@ class TarWriter:
         if entry.kind in (Kind.CHAR, Kind.BLOCK):
             ffi.entry_set_rdevmajor(e, os.major(entry.rdev))
             ffi.entry_set_rdevminor(e, os.minor(entry.rdev))
-        ffi.entry_set_size(e, entry.size if entry.kind is Kind.FILE else 0)
+        _set_size(e, entry.size if entry.kind is Kind.FILE else 0)
         written = 0
+        a = self._a
         try:
-            ffi.write_header(self._a, e)
+            _write_header(a, e)
             if data is not None:
                 for chunk in data:
                     n = len(chunk)
+                    if not n:
+                        continue
                     if isinstance(chunk, bytes):
-                        ffi.write_data(self._a, chunk, n)
+                        _write_data(a, chunk, n)
                     else:
-                        ffi.write_data(self._a, (ctypes.c_char * n).from_buffer(chunk), n)
+                        # the buffer's address: no ctypes array type per chunk size
+                        _write_data(a, ctypes.addressof(_CHAR.from_buffer(chunk)), n)
                     written += n
-            ffi.write_finish_entry(self._a)
+            _finish_entry(a)
         except ArchiveError as e:
             raise OutputFailed(f"writing the archive failed: {_describe(e)}") from e
         if entry.kind is Kind.FILE and written != entry.size:
             raise AssertionError(f"{entry.path!r}: wrote {written} of {entry.size} bytes")
         return written
+
+    def _encoded(self, name: str) -> bytes:
+        raw = self._names.get(name)
+        if raw is None:
+            raw = self._names[name] = name.encode()
+        return raw
 
     def close(self) -> int:
         """Finish the archive; returns the bytes written in all (headers and padding too)."""

@@ -103,8 +103,10 @@ def archive(
             return chunks
         got = b"".join(bytes(c) for c in chunks)
         assert got == reference_lower(entry, keys), f"{entry.rel!r}: lower bytes differ"
-        known = getattr(chunks, "sha256", None)  # hashed by the worker, for the manifest
-        assert known in (None, hashlib.sha256(got).digest()), f"{entry.rel!r}: bad sha256"
+        known = getattr(chunks, "sha256", None)  # hashed by the workers, for the manifest
+        assert known is not None, f"{entry.rel!r}: not hashed by the workers"
+        sha = known if isinstance(known, bytes) else known()
+        assert sha == hashlib.sha256(got).digest(), f"{entry.rel!r}: bad sha256"
         return iter((got,))
 
     digest = hashlib.sha256()

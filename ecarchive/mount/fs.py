@@ -22,15 +22,37 @@ from .view import LowerView
 
 FUSE_FILL_DIR_PLUS = 2  # fuse.h: the filler's stat is complete (libfuse 3)
 
+_pinned = threading.local()
 
-class ReaddirPlusFUSE(mfusepy.FUSE):  # type: ignore[misc]
-    """mfusepy's FUSE whose readdir hands libfuse 3 every entry's full attributes.
+
+def _keep_thread_state() -> None:
+    """Give the calling libfuse worker thread a Python thread state for the rest of its life.
+
+    ctypes wraps every callback from a thread Python did not start in PyGILState_Ensure/Release,
+    and the Release of the outermost one deletes the thread state: each FUSE request paid for a
+    new one (an mmap'ed frame stack, a gettid) and lost its thread-local scratch buffers (the
+    extent encryption's 1 MiB tile). One extra, never released Ensure keeps it. libfuse's
+    workers live as long as the mount (max_idle_threads = max_threads), so at most max_threads
+    thread states stay, as with threads Python started.
+    """
+    if not getattr(_pinned, "kept", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _pinned.kept = True
+
+
+class LowerFUSE(mfusepy.FUSE):  # type: ignore[misc]
+    """mfusepy's FUSE with a Python thread state kept per worker thread, whose readdir hands
+    libfuse 3 every entry's full attributes.
 
     mfusepy fills only the file type (its readdir_fuse_3 leaves a TODO there), so a tree walk
     costs one LOOKUP round trip, and one Python call, per entry. With FUSE_FILL_DIR_PLUS the
     kernel's READDIRPLUS answer carries the attributes and `find -ls` or `rsync` need no
     further call per entry. libfuse 2 keeps mfusepy's readdir.
     """
+
+    def _wrapper(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        _keep_thread_state()
+        return super()._wrapper(func, *args, **kwargs)
 
     def readdir_fuse_3(
         self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int

@@ -153,13 +153,12 @@ def _fuse_options(req: MountRequest, fuse: ModuleType) -> dict[str, object]:
 
 def _serve(req: MountRequest, reporter: Reporter, ready: Callable[[], None] | None) -> int:
     fuse = load_fuse()
-    from .fs import LowerFS, ReaddirPlusFUSE  # imports mfusepy: only once it is known to load
+    from .fs import LowerFS, LowerFUSE  # imports mfusepy: only once it is known to load
 
     view, source = open_view(req, reporter)
     ops = LowerFS(view, ready)
     try:
-        fuse_class = ReaddirPlusFUSE if fuse.fuse_version_major == _LIBFUSE_3 else fuse.FUSE
-        fuse_class(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
+        LowerFUSE(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
     except RuntimeError as e:
         # libfuse 3 reports a loop ended by SIGINT/SIGTERM as an error, after unmounting;
         # only a mount that never answered has failed.

@@ -24,6 +24,7 @@ from ..keysource import KeySource
 from ..keystore import StableKeys, key_source
 from .keys import InodeKeys
 from .names import Names
+from .readahead import raise_read_ahead_soon
 from .view import LowerView
 
 FUSE_DEVICE = "/dev/fuse"
@@ -156,7 +157,14 @@ def _serve(req: MountRequest, reporter: Reporter, ready: Callable[[], None] | No
     from .fs import LowerFS, LowerFUSE  # imports mfusepy: only once it is known to load
 
     view, source = open_view(req, reporter)
-    ops = LowerFS(view, ready)
+
+    def started() -> None:
+        if os.geteuid() == 0:
+            raise_read_ahead_soon(req.mountpoint)
+        if ready is not None:
+            ready()
+
+    ops = LowerFS(view, started)
     try:
         LowerFUSE(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
     except RuntimeError as e:

@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
+from ecarchive.mount.readahead import READ_AHEAD_KB
 from ecarchive.mount.run import MountUnavailable, check_fuse
 from tests.cli.conftest import PASSPHRASE, REPO, run_cli
 from tests.mount.conftest import mounted, unmount, wait_mounted
@@ -158,6 +160,17 @@ def test_foreground_mount_unmounts_on_signal(source: Path, tmp_path: Path, sig: 
             proc.kill()
             proc.wait()
         unmount(mnt)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_the_mount_reads_ahead_a_mebibyte(source: Path, tmp_path: Path) -> None:
+    with mounted(source, tmp_path / "mnt") as mnt:
+        dev = os.stat(mnt).st_dev
+        setting = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        deadline = time.monotonic() + 10  # set by a thread of the server once it answers
+        while setting.read_text().strip() != str(READ_AHEAD_KB):
+            assert time.monotonic() < deadline, setting.read_text()
+            time.sleep(0.05)
 
 
 def test_umount_verb(source: Path, tmp_path: Path) -> None:

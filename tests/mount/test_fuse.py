@@ -250,3 +250,25 @@ def test_a_key_store_inside_source_is_not_in_the_view(tmp_path: Path) -> None:
     ) as mnt:
         assert sorted(os.listdir(mnt)) == ["a"]
         assert not (mnt / "keys.db").exists()
+
+
+def test_packed_stat_equals_mfusepy_fill(tmp_path: Path) -> None:
+    """The one-call struct stat fill writes exactly what mfusepy's per-field fill writes."""
+    import ctypes
+
+    import mfusepy
+
+    from ecarchive.mount.fs import StatPacker
+    from ecarchive.mount.view import LowerView
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(-1_500_000_001, 2**40 + 7))  # before 1970, and a far future
+    pack = StatPacker(mfusepy.c_stat).pack
+    for path, size in ((f, 8192 + 4096), (tmp_path, 4096)):
+        attrs = LowerView._attrs(os.lstat(path), size)
+        want, got = mfusepy.c_stat(), mfusepy.c_stat()
+        mfusepy.set_st_attrs(want, attrs, use_ns=True)
+        ctypes.memset(ctypes.byref(got), 0xA5, ctypes.sizeof(got))  # pack must clear the rest
+        pack(got, attrs)
+        assert bytes(got) == bytes(want)

@@ -122,6 +122,12 @@ class LowerFUSE(mfusepy.FUSE):  # type: ignore[misc]
                 break
         return 0
 
+    def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+        # Straight into libfuse's reply buffer: mfusepy's read wants bytes, then copies them.
+        out = (ctypes.c_ubyte * size).from_address(ctypes.addressof(buf.contents))
+        done: int = self.operations.read_into(fip.contents.fh, offset, memoryview(out))
+        return done
+
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
         fh = fip.contents.fh if fip else None
         decoded = None if path is None else path.decode(self.encoding, self.errors)
@@ -209,6 +215,9 @@ class LowerFS(mfusepy.Operations):  # type: ignore[misc]
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return self._files[fh].read(offset, size)
+
+    def read_into(self, fh: int, offset: int, out: memoryview) -> int:
+        return self._files[fh].read_into(offset, out)
 
     def release(self, path: str, fh: int) -> int:
         with self._lock:

@@ -190,9 +190,8 @@ class LowerView:
         parts = self._plain_parts(path)
         if not parts:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        fd = _open_regular(self.root_fd, parts)
+        fd, st = _open_regular(self.root_fd, parts)
         try:
-            st = os.fstat(fd)
             rel = b"/".join(parts)
             material = self.keys.material(os.path.join(self.source, rel), rel, st)
             return LowerFile(
@@ -222,8 +221,9 @@ class LowerView:
         }
 
 
-def _open_regular(root_fd: int, parts: tuple[bytes, ...]) -> int:
-    """Open `parts` for reading only if it is a regular file, never opening anything else.
+def _open_regular(root_fd: int, parts: tuple[bytes, ...]) -> tuple[int, os.stat_result]:
+    """Open `parts` for reading only if it is a regular file, never opening anything else;
+    the descriptor and the file's fstat.
 
     The kernel's lookup saw a regular file, but the name may since point to a fifo or a device,
     and opening those has effects of its own (a fifo's writer goes on, a tape rewinds), even
@@ -233,24 +233,26 @@ def _open_regular(root_fd: int, parts: tuple[bytes, ...]) -> int:
     """
     pinned = open_beneath(root_fd, parts, _PIN_FLAGS)
     try:
-        _check_regular(pinned)
+        st = _regular_stat(pinned)
         if _HAVE_PROC_FD:
-            return _open_noatime(partial(os.open, f"/proc/self/fd/{pinned}"), _REOPEN_FLAGS)
+            return _open_noatime(partial(os.open, f"/proc/self/fd/{pinned}"), _REOPEN_FLAGS), st
     finally:
         os.close(pinned)
     fd = _open_noatime(partial(open_beneath, root_fd, parts), _FILE_FLAGS)
     try:
-        _check_regular(fd)
+        st = _regular_stat(fd)
         os.set_blocking(fd, True)  # O_NONBLOCK only kept a fifo swapped in from blocking
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
-def _check_regular(fd: int) -> None:
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+def _regular_stat(fd: int) -> os.stat_result:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file")
+    return st
 
 
 def _open_noatime(open_: Callable[[int], int], flags: int) -> int:

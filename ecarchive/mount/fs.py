@@ -25,6 +25,9 @@ from .view import LowerView
 FUSE_FILL_DIR_PLUS = 2  # fuse.h: the filler's stat is complete (libfuse 3)
 
 _pinned = threading.local()
+# libfuse 3 runs a fixed set of workers (max_idle_threads = max_threads); libfuse 2 ends idle
+# workers beyond ten and starts new ones, whose kept thread states would pile up.
+_KEEP_THREAD_STATES = mfusepy.fuse_version_major >= 3
 _NS = 10**9
 # What the view's attributes fill, in the order StatPacker.pack reads them from a dict.
 _FIELDS = ("st_ino", "st_nlink", "st_mode", "st_uid", "st_gid", "st_rdev", "st_size", "st_blocks")
@@ -77,7 +80,7 @@ def _keep_thread_state() -> None:
     ctypes wraps every callback from a thread Python did not start in PyGILState_Ensure/Release,
     and the Release of the outermost one deletes the thread state: each FUSE request paid for a
     new one (an mmap'ed frame stack, a gettid) and lost its thread-local scratch buffers (the
-    extent encryption's 1 MiB tile). One extra, never released Ensure keeps it. libfuse's
+    extent encryption's 1 MiB tile). One extra, never released Ensure keeps it. libfuse 3's
     workers live as long as the mount (max_idle_threads = max_threads), so at most max_threads
     thread states stay, as with threads Python started.
     """
@@ -97,7 +100,8 @@ class LowerFUSE(mfusepy.FUSE):  # type: ignore[misc]
     """
 
     def _wrapper(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        _keep_thread_state()
+        if _KEEP_THREAD_STATES:
+            _keep_thread_state()
         return super()._wrapper(func, *args, **kwargs)
 
     def readdir_fuse_3(
@@ -214,6 +218,8 @@ class LowerFS(mfusepy.Operations):  # type: ignore[misc]
         return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        # mfusepy registers READ only for operations that have `read`; LowerFUSE serves it
+        # through read_into, straight into libfuse's buffer.
         return self._files[fh].read(offset, size)
 
     def read_into(self, fh: int, offset: int, out: memoryview) -> int:

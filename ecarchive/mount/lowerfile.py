@@ -60,20 +60,32 @@ class LowerFile:
         self._short = False
 
     def read(self, offset: int, size: int) -> bytes:
-        end = min(offset + size, self.size)
+        out = bytearray(max(0, min(size, self.size - offset)))
+        return bytes(memoryview(out)[: self.read_into(offset, out)])
+
+    def read_into(self, offset: int, out: bytearray | memoryview) -> int:
+        """Copy the lower bytes from `offset` into `out` (FUSE's own reply buffer), at most
+        len(out) of them; returns how many (0 at or past the end)."""
+        view = memoryview(out).cast("B")
+        end = min(offset + len(view), self.size)
         if offset < 0 or offset >= end:
-            return b""
+            return 0
         with self._lock:
-            parts: list[bytes] = []
+            done = 0
             if offset < HEADER_SIZE:
-                parts.append(self.header[offset : min(end, HEADER_SIZE)])
+                done = min(end, HEADER_SIZE) - offset
+                view[:done] = self.header[offset : offset + done]
             if end > HEADER_SIZE:
                 lo = max(offset, HEADER_SIZE) - HEADER_SIZE
-                parts.append(self._data(lo, end - HEADER_SIZE, sequential=offset == self._next))
+                view[done : end - offset] = self._data(
+                    lo, end - HEADER_SIZE, sequential=offset == self._next
+                )
             self._next = end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return end - offset
 
-    def _data(self, lo: int, hi: int, *, sequential: bool) -> bytes:
+    def _data(self, lo: int, hi: int, *, sequential: bool) -> memoryview:
+        """Plaintext offsets lo..hi of the lower data, encrypted: a view into the window, valid
+        while the lock is held."""
         first = lo // EXTENT_SIZE
         last = -(-hi // EXTENT_SIZE)
         if not (self._first <= first and last <= self._first + self._count):
@@ -82,7 +94,7 @@ class LowerFile:
                 count = min(max(count, _WINDOW_EXTENTS), self._extents - first)
             self._fill(first, count)
         base = self._first * EXTENT_SIZE
-        return bytes(memoryview(self._buffer)[lo - base : hi - base])
+        return memoryview(self._buffer)[lo - base : hi - base]
 
     def _fill(self, first: int, count: int) -> None:
         """Read and encrypt extents first .. first+count-1 into the window."""

@@ -24,6 +24,7 @@ from ..keysource import KeySource
 from ..keystore import StableKeys, key_source
 from .keys import InodeKeys
 from .names import Names
+from .readahead import raise_read_ahead_soon
 from .view import LowerView
 
 FUSE_DEVICE = "/dev/fuse"
@@ -153,13 +154,19 @@ def _fuse_options(req: MountRequest, fuse: ModuleType) -> dict[str, object]:
 
 def _serve(req: MountRequest, reporter: Reporter, ready: Callable[[], None] | None) -> int:
     fuse = load_fuse()
-    from .fs import LowerFS, ReaddirPlusFUSE  # imports mfusepy: only once it is known to load
+    from .fs import LowerFS, LowerFUSE  # imports mfusepy: only once it is known to load
 
     view, source = open_view(req, reporter)
-    ops = LowerFS(view, ready)
+
+    def started() -> None:
+        if os.geteuid() == 0:
+            raise_read_ahead_soon(req.mountpoint)
+        if ready is not None:
+            ready()
+
+    ops = LowerFS(view, started)
     try:
-        fuse_class = ReaddirPlusFUSE if fuse.fuse_version_major == _LIBFUSE_3 else fuse.FUSE
-        fuse_class(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
+        LowerFUSE(ops, req.mountpoint, foreground=True, **_fuse_options(req, fuse))
     except RuntimeError as e:
         # libfuse 3 reports a loop ended by SIGINT/SIGTERM as an error, after unmounting;
         # only a mount that never answered has failed.

@@ -16,8 +16,9 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from ..ecryptfs.sizes import lower_size
 from ..errors import Reporter
@@ -31,6 +32,10 @@ _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY | _NOATIME
+_PIN_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# No O_NOFOLLOW: /proc/self/fd/N is a link, and following it is the point.
+_REOPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | _NOATIME
+_HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
 _BLOCK = 512  # st_blocks unit
 _SHOWN_TYPES = frozenset(
     (stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK)
@@ -185,13 +190,8 @@ class LowerView:
         parts = self._plain_parts(path)
         if not parts:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        fd = _open_file(self.root_fd, parts)
+        fd, st = _open_regular(self.root_fd, parts)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise OSError(errno.EINVAL, "not a regular file")
-            # O_NONBLOCK only kept a fifo swapped in from blocking the open.
-            os.set_blocking(fd, True)
             rel = b"/".join(parts)
             material = self.keys.material(os.path.join(self.source, rel), rel, st)
             return LowerFile(
@@ -221,9 +221,43 @@ class LowerView:
         }
 
 
-def _open_file(root_fd: int, parts: tuple[bytes, ...]) -> int:
+def _open_regular(root_fd: int, parts: tuple[bytes, ...]) -> tuple[int, os.stat_result]:
+    """Open `parts` for reading only if it is a regular file, never opening anything else;
+    the descriptor and the file's fstat.
+
+    The kernel's lookup saw a regular file, but the name may since point to a fifo or a device,
+    and opening those has effects of its own (a fifo's writer goes on, a tape rewinds), even
+    with O_NONBLOCK. So the entry is pinned with O_PATH, which opens nothing, checked, and that
+    very inode reopened through /proc/self/fd. Without /proc, an O_NONBLOCK open checked
+    before any read is the best left.
+    """
+    pinned = open_beneath(root_fd, parts, _PIN_FLAGS)
     try:
-        return open_beneath(root_fd, parts, _FILE_FLAGS)
+        st = _regular_stat(pinned)
+        if _HAVE_PROC_FD:
+            return _open_noatime(partial(os.open, f"/proc/self/fd/{pinned}"), _REOPEN_FLAGS), st
+    finally:
+        os.close(pinned)
+    fd = _open_noatime(partial(open_beneath, root_fd, parts), _FILE_FLAGS)
+    try:
+        st = _regular_stat(fd)
+        os.set_blocking(fd, True)  # O_NONBLOCK only kept a fifo swapped in from blocking
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _regular_stat(fd: int) -> os.stat_result:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return st
+
+
+def _open_noatime(open_: Callable[[int], int], flags: int) -> int:
+    try:
+        return open_(flags)
     except PermissionError:
         # O_NOATIME is refused on files of other owners unless we are root
-        return open_beneath(root_fd, parts, _FILE_FLAGS & ~_NOATIME)
+        return open_(flags & ~_NOATIME)

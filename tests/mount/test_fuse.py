@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
+from ecarchive.mount.readahead import READ_AHEAD_KB
 from ecarchive.mount.run import MountUnavailable, check_fuse
 from tests.cli.conftest import PASSPHRASE, REPO, run_cli
 from tests.mount.conftest import mounted, unmount, wait_mounted
@@ -160,6 +162,17 @@ def test_foreground_mount_unmounts_on_signal(source: Path, tmp_path: Path, sig: 
         unmount(mnt)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may set a mount's read-ahead")
+def test_the_mount_reads_ahead_a_mebibyte(source: Path, tmp_path: Path) -> None:
+    with mounted(source, tmp_path / "mnt") as mnt:
+        dev = os.stat(mnt).st_dev
+        setting = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+        deadline = time.monotonic() + 10  # set by a thread of the server once it answers
+        while setting.read_text().strip() != str(READ_AHEAD_KB):
+            assert time.monotonic() < deadline, setting.read_text()
+            time.sleep(0.05)
+
+
 def test_umount_verb(source: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     with mounted(source, mnt):
@@ -237,3 +250,25 @@ def test_a_key_store_inside_source_is_not_in_the_view(tmp_path: Path) -> None:
     ) as mnt:
         assert sorted(os.listdir(mnt)) == ["a"]
         assert not (mnt / "keys.db").exists()
+
+
+def test_packed_stat_equals_mfusepy_fill(tmp_path: Path) -> None:
+    """The one-call struct stat fill writes exactly what mfusepy's per-field fill writes."""
+    import ctypes
+
+    import mfusepy
+
+    from ecarchive.mount.fs import StatPacker
+    from ecarchive.mount.view import LowerView
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    os.utime(f, ns=(-1_500_000_001, 2**40 + 7))  # before 1970, and a far future
+    pack = StatPacker(mfusepy.c_stat).pack
+    for path, size in ((f, 8192 + 4096), (tmp_path, 4096)):
+        attrs = LowerView._attrs(os.lstat(path), size)
+        want, got = mfusepy.c_stat(), mfusepy.c_stat()
+        mfusepy.set_st_attrs(want, attrs, use_ns=True)
+        ctypes.memset(ctypes.byref(got), 0xA5, ctypes.sizeof(got))  # pack must clear the rest
+        pack(got, attrs)
+        assert bytes(got) == bytes(want)

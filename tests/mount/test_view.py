@@ -6,11 +6,14 @@ keys reads the same material, so its lower files must be byte-identical to the t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
 import stat
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from ecarchive.ecryptfs.header import parse_header, unwrap_fek
 from ecarchive.ecryptfs.keys import FnekMode, derive_keyset
 from ecarchive.ecryptfs.names import encrypt_name
 from ecarchive.errors import Reporter
+from ecarchive.mount import view as view_module
 from ecarchive.mount.lowerfile import WINDOW
 from ecarchive.mount.run import MountRequest, open_view
 from ecarchive.mount.view import LowerView
@@ -211,6 +215,76 @@ def test_symlinked_directories_are_never_followed(tmp_path: Path) -> None:
         with pytest.raises(OSError):
             view.open(b"d/secret")
         assert view.readlink(b"d") == os.fsencode(outside)
+    finally:
+        view.close()
+
+
+def _blocked_in_open(path: Path) -> tuple[threading.Thread, threading.Event]:
+    """A thread opening the fifo `path` for writing: open(2) returns only once a reader opens it."""
+    opened, starting = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        starting.set()
+        os.close(os.open(path, os.O_WRONLY))
+        opened.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert starting.wait(5)
+    task = Path(f"/proc/self/task/{thread.native_id}/stat")
+    deadline = time.monotonic() + 5
+    while task.read_text().rsplit(")", 1)[1].split()[0] != "S":  # asleep in open(2)
+        assert time.monotonic() < deadline, "the writer never blocked in open(2)"
+        time.sleep(0.01)
+    return thread, opened
+
+
+def test_a_file_swapped_for_a_fifo_is_never_opened(tmp_path: Path) -> None:
+    """The kernel looked up a regular file; before its open the file became a fifo (or a device).
+
+    Opening a fifo (or a device) for reading has effects of its own, non-blocking or not: here
+    it lets a writer waiting for a reader go on. The view must refuse it without opening it.
+    """
+    src = tmp_path / "src"
+    src.mkdir()
+    fifo = src / "f"
+    fifo.write_bytes(b"plain")
+    view = _view(src, 16, "off")
+    try:
+        assert stat.S_ISREG(view.lookup(b"f").st.st_mode)
+        fifo.unlink()
+        os.mkfifo(fifo)
+        writer, opened = _blocked_in_open(fifo)
+        with pytest.raises(OSError):
+            view.open(b"f")
+        assert not opened.wait(0.5), "the view opened the fifo"
+    finally:
+        view.close()
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer finish
+    writer.join(5)
+
+
+def test_without_proc_only_regular_files_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where /proc is not mounted the open is non-blocking and checked before any read."""
+    monkeypatch.setattr(view_module, "_HAVE_PROC_FD", False)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"plain")
+    os.mkfifo(src / "p")
+    view = _view(src, 16, "off")
+    try:
+        f = view.open(b"f")
+        try:
+            assert _decrypt(f.read(0, f.size)) == b"plain"
+            assert os.get_blocking(f.fd)
+        finally:
+            f.close()
+        with pytest.raises(OSError) as e:
+            view.open(b"p")  # no writer: a blocking open would never return
+        assert e.value.errno == errno.EINVAL
     finally:
         view.close()
 

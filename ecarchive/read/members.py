@@ -523,6 +523,17 @@ def _blocks(data: DataReader) -> Iterator[bytes]:
         yield bytes(view[:n])
 
 
+def _iso_image(
+    source: str, fd: int, head: bytes, reporter: Reporter | None, progress: Progress | None
+) -> IsoImage:
+    """The image read from `fd` (its first bytes already taken as `head`); an image whose
+    volume descriptor or root cannot be read is no archive at all."""
+    try:
+        return IsoImage(ImageSource(fd, head), reporter, progress)
+    except IsoUnreadable as e:
+        raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+
+
 def top_level_files(
     source: str, names: Collection[bytes]
 ) -> Iterator[tuple[bytes, Iterator[bytes]]]:
@@ -531,11 +542,7 @@ def top_level_files(
     here (restore reports it); libarchive seeks over tar member data."""
     with _opened_input(source) as (fd, head):
         if is_iso_head(head):
-            try:
-                image = IsoImage(ImageSource(fd, head), None, None)
-            except IsoUnreadable as e:
-                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
-            for m in image.members():
+            for m in _iso_image(source, fd, head, None, None).members():
                 top = m.path[0]
                 if len(m.path) == 1 and m.entry.kind is Kind.FILE and top in names:
                     assert m.entry.data is not None
@@ -572,10 +579,7 @@ def open_lower_tree(
         raise ArchiveUnreadable(f"{source}: no such file or directory")
     with _opened_input(source) as (fd, head):
         if is_iso_head(head):
-            try:
-                image = IsoImage(ImageSource(fd, head), reporter, progress)
-            except IsoUnreadable as e:
-                raise NoArchiveFound(f"{source}: {_NOT_FOUND} ({e})") from e
+            image = _iso_image(source, fd, head, reporter, progress)
             yield _StreamLayout(image.members(), reporter, _iso_wrapper_of(image))
             return
         # a regular file is opened again by name (libarchive seeks over member data); a pipe,

@@ -36,6 +36,7 @@ from ..model import Kind
 from .members import DataReader, LowerEntry, MemberUnreadable, Path
 
 CHUNK = 1 << 20  # lower bytes decrypted per call; a multiple of EXTENT_SIZE
+EXTENTS_PER_CHUNK = CHUNK // EXTENT_SIZE
 _NAME_KEY_BYTES = tuple(AES_CODES)  # the kernel uses the mount's key size for names: 16, 24, 32
 _KEY_BYTES_OF_CODE = {code: n for n, code in AES_CODES.items()}
 _NAME_CACHE_MAX = 4096
@@ -172,10 +173,15 @@ def _read_full(data: DataReader, view: memoryview) -> int:
 class FileContent:
     """A file's plaintext, decrypted extent by extent as the lower bytes stream past."""
 
-    def __init__(self, key: FileKey, data: DataReader, buffers: tuple[memoryview, memoryview]):
+    def __init__(
+        self, key: FileKey, data: DataReader, buffers: tuple[memoryview, memoryview, memoryview]
+    ):
         self.key = key
         self._data = data
-        self._in, self._out = buffers
+        # two input buffers in turn: a reader may still be looking at the previous chunk's
+        # bytes (restore hashes them on another thread) while the next one is read
+        self._ins = buffers[:2]
+        self._out = buffers[2]
 
     @property
     def plain_size(self) -> int:
@@ -192,14 +198,15 @@ class FileContent:
         index = 0
         while remaining > 0:
             want = min(CHUNK, lower_left)
-            got = _read_full(self._data, self._in[:want])
+            lower = self._ins[index // EXTENTS_PER_CHUNK % 2]
+            got = _read_full(self._data, lower[:want])
             if got < want:
                 done = index * EXTENT_SIZE + got
                 raise DamagedEntry(
                     f"truncated: {done} of {extent_count(key.plain_size) * EXTENT_SIZE} bytes "
                     "of encrypted data"
                 )
-            decrypt_extents(key.fek, key.root_iv, index, self._in[:want], self._out[:want])
+            decrypt_extents(key.fek, key.root_iv, index, lower[:want], self._out[:want])
             take = min(want, remaining)
             yield self._out[:take]
             index += want // EXTENT_SIZE
@@ -231,6 +238,7 @@ class Decoder:
         self._names: dict[bytes, bytes] = {}
         self._bad: set[Path] = set()  # directories whose subtree is skipped
         self._in = memoryview(bytearray(CHUNK))
+        self._in2 = memoryview(bytearray(CHUNK))
         self._out = memoryview(bytearray(CHUNK))
 
     def _component(self, lower: bytes) -> bytes:
@@ -263,7 +271,7 @@ class Decoder:
             if _read_full(entry.data, self._in[:n]) < n:
                 raise DamagedEntry("truncated inside the eCryptfs header")
             skip -= n
-        return FileContent(key, entry.data, (self._in, self._out))
+        return FileContent(key, entry.data, (self._in, self._in2, self._out))
 
     def _decode(self, entry: LowerEntry) -> PlainEntry:
         """Raises DamagedEntry with a message that starts with the best path known."""

@@ -16,6 +16,7 @@ import os
 import pwd
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -333,26 +334,35 @@ class _HashingData:
 
     SHA-256 costs about as much CPU as the AES decryption, so it runs on a helper thread
     (hashlib lets go of the GIL) while the decoder decrypts and the writer writes the same
-    bytes; the next read into the decoder's buffer waits for it first, since it reuses it."""
+    bytes. The decoder reads into two buffers in turn, so a read waits only for the hash of
+    the chunk that last used its buffer; updates keep their order (one hashing thread, and
+    a small read hashed here only once nothing is pending)."""
 
     def __init__(self, inner: DataReader, buf: memoryview, hasher: ThreadPoolExecutor) -> None:
         self._inner = inner
         self._buf = buf
         self._hasher = hasher
-        self._hashing: Future[None] | None = None
+        self._pending: deque[tuple[object, Future[None]]] = deque()
         self.sha = hashlib.sha256()
 
-    def _wait(self) -> None:
-        if self._hashing is not None:
-            self._hashing.result()
-            self._hashing = None
+    def _wait(self, buffer: object | None = None) -> None:
+        """Wait for the hashes of chunks in `buffer` (and those queued before them); all of
+        them when None."""
+        if buffer is not None and not any(b is buffer for b, _ in self._pending):
+            return
+        while self._pending:
+            held, future = self._pending.popleft()
+            future.result()
+            if held is buffer:
+                return
 
     def readinto(self, view: memoryview) -> int:
-        self._wait()
+        self._wait(view.obj)
         n = self._inner.readinto(view)
         if n >= HASH_IN_THREAD_MIN:
-            self._hashing = self._hasher.submit(self.sha.update, view[:n])
+            self._pending.append((view.obj, self._hasher.submit(self.sha.update, view[:n])))
         elif n:
+            self._wait()
             self.sha.update(view[:n])
         return n
 

@@ -342,7 +342,7 @@ class Verifier:
             if n == 0:
                 raise DamagedEntry("truncated inside the eCryptfs header")
             skip -= n
-        content = FileContent(key, reader, (self._in, self._out))
+        content = FileContent(key, reader, (self._in, self._in, self._out))
         self.compare_file(path, content)
 
     # -- against SOURCE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from libarchive import ffi
 from libarchive.exception import ArchiveError
@@ -18,29 +19,69 @@ from libarchive.exception import ArchiveError
 from ..errors import OutputFailed
 from ..model import FILE_TYPE, Entry, Kind
 from .base import Opener, Sink
-from .tarsize import tar_size_bound
+from .tarsize import BLOCK, header_size_bound, tar_size_bound
 
+# Calls through a PyDLL handle keep the GIL; libarchive-c's CDLL bindings drop and retake it,
+# and while workers run every retake waits for one of them: ~12 handoffs per member, a third
+# of the CPU time of a tree of small files. So a call keeps the GIL unless it may write to the
+# output, which can block for as long as the reader likes (a pipe read by a thread of this
+# very process would deadlock): libarchive writes only when its block buffer fills, so the
+# bytes handed to it so far tell which calls cannot.
+_held = ctypes.PyDLL(ffi.libarchive._name, handle=ffi.libarchive._handle)
+
+
+def _bind(name: str, restype: Any, *argtypes: Any) -> Any:
+    function = getattr(_held, name)
+    function.argtypes = list(argtypes)
+    function.restype = restype
+    return function
+
+
+def _entry_call(name: str, *argtypes: Any) -> Any:
+    return _bind(name, None, ffi.c_archive_entry_p, *argtypes)
+
+
+def _checked(function: Any) -> Any:
+    function.errcheck = ffi.check_int
+    return function
+
+
+_clear = _bind("archive_entry_clear", ffi.c_archive_entry_p, ffi.c_archive_entry_p)
+_copy_pathname = _entry_call("archive_entry_copy_pathname", ctypes.c_char_p)
+_set_mode = _entry_call("archive_entry_set_mode", ctypes.c_int)  # type and permissions at once
+_set_uid = _entry_call("archive_entry_set_uid", ctypes.c_longlong)
+_set_gid = _entry_call("archive_entry_set_gid", ctypes.c_longlong)
+_copy_uname = _entry_call("archive_entry_copy_uname", ctypes.c_char_p)
+_copy_gname = _entry_call("archive_entry_copy_gname", ctypes.c_char_p)
+_set_mtime = _entry_call("archive_entry_set_mtime", ctypes.c_longlong, ctypes.c_long)
+_set_size = _entry_call("archive_entry_set_size", ctypes.c_longlong)
 # libarchive-c's copy_link picks symlink vs hard link from flags we cannot set; call the
 # explicit setters of libarchive itself.
-_copy_symlink = ffi.libarchive.archive_entry_copy_symlink
-_copy_symlink.argtypes = [ffi.c_archive_entry_p, ctypes.c_char_p]
-_copy_symlink.restype = None
-_copy_hardlink = ffi.libarchive.archive_entry_copy_hardlink
-_copy_hardlink.argtypes = [ffi.c_archive_entry_p, ctypes.c_char_p]
-_copy_hardlink.restype = None
-# The per-entry calls, bound once (module attribute lookups cost as much as some calls).
-_clear = ffi.entry_clear
-_copy_pathname = ffi.entry_copy_pathname
-_set_mode = ffi.entry_set_mode  # file type and permissions in one call
-_set_uid = ffi.entry_set_uid
-_set_gid = ffi.entry_set_gid
-_copy_uname = ffi.entry_copy_uname
-_copy_gname = ffi.entry_copy_gname
-_set_mtime = ffi.entry_set_mtime
-_set_size = ffi.entry_set_size
-_write_header = ffi.write_header
-_write_data = ffi.write_data
-_finish_entry = ffi.write_finish_entry
+_copy_symlink = _entry_call("archive_entry_copy_symlink", ctypes.c_char_p)
+_copy_hardlink = _entry_call("archive_entry_copy_hardlink", ctypes.c_char_p)
+_handed = _bind("archive_filter_bytes", ctypes.c_longlong, ffi.c_archive_p, ctypes.c_int)
+# (keeps the GIL, releases it)
+_WRITE_HEADER = (
+    _checked(_bind("archive_write_header", ctypes.c_int, ffi.c_archive_p, ffi.c_archive_entry_p)),
+    ffi.write_header,
+)
+_WRITE_DATA = (
+    _checked(
+        _bind(
+            "archive_write_data",
+            ctypes.c_ssize_t,
+            ffi.c_archive_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        )
+    ),
+    ffi.write_data,
+)
+_FINISH_ENTRY = (
+    _checked(_bind("archive_write_finish_entry", ctypes.c_int, ffi.c_archive_p)),
+    ffi.write_finish_entry,
+)
+_ALL_INPUT = -1  # archive_filter_bytes: the bytes handed to the output's buffer
 
 _CHAR = ctypes.c_char
 BLOCK_SIZE = 1 << 20  # libarchive's default 10 KiB blocks cost a third of the pipe throughput
@@ -97,20 +138,26 @@ class TarWriter:
         _set_size(e, entry.size if entry.kind is Kind.FILE else 0)
         written = 0
         a = self._a
+        # bytes libarchive can take before it writes its block out
+        room = BLOCK_SIZE - _handed(a, _ALL_INPUT) % BLOCK_SIZE
         try:
-            _write_header(a, e)
+            _WRITE_HEADER[header_size_bound(entry) >= room](a, e)
+            room = BLOCK_SIZE - _handed(a, _ALL_INPUT) % BLOCK_SIZE
             if data is not None:
                 for chunk in data:
                     n = len(chunk)
                     if not n:
                         continue
-                    if isinstance(chunk, bytes):
-                        _write_data(a, chunk, n)
-                    else:
-                        # the buffer's address: no ctypes array type per chunk size
-                        _write_data(a, ctypes.addressof(_CHAR.from_buffer(chunk)), n)
+                    # a buffer goes by its address: no ctypes array type per chunk size
+                    address = (
+                        chunk
+                        if isinstance(chunk, bytes)
+                        else ctypes.addressof(_CHAR.from_buffer(chunk))
+                    )
+                    _WRITE_DATA[n >= room](a, address, n)
                     written += n
-            _finish_entry(a)
+                    room = (room - n - 1) % BLOCK_SIZE + 1
+            _FINISH_ENTRY[room <= BLOCK](a)  # pads the data to BLOCK
         except ArchiveError as e:
             raise OutputFailed(f"writing the archive failed: {_describe(e)}") from e
         if entry.kind is Kind.FILE and written != entry.size:

@@ -21,12 +21,17 @@ def _round(n: int) -> int:
     return -(-n // BLOCK) * BLOCK
 
 
-def entry_size_bound(entry: Entry) -> int:
+def header_size_bound(entry: Entry) -> int:
+    """The most bytes libarchive writes for the entry's headers (pax and ustar)."""
     records = _FIXED_RECORDS + len(entry.path) + len(entry.link_target)
     records += len(entry.uname.encode()) + len(entry.gname.encode())
     pax = BLOCK + _round(records)  # the extended header's own ustar block + its records
+    return pax + BLOCK
+
+
+def entry_size_bound(entry: Entry) -> int:
     data = _round(entry.size) if entry.kind is Kind.FILE else 0
-    return pax + BLOCK + data
+    return header_size_bound(entry) + data
 
 
 def tar_size_bound(entries: Iterable[Entry]) -> int:

@@ -10,6 +10,7 @@ The output is opened lazily, after the plan, so a rejected plan leaves nothing b
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import sys
@@ -19,6 +20,18 @@ from collections.abc import Iterator
 from .errors import OutputFailed, UsageError
 
 _TEMP_SUFFIX = ".part"
+# A pipe holds 64 KiB by default, so every 1 MiB block the tar sink writes woke the reader and
+# put the writer to sleep 16 times; 1 MiB is what an unprivileged process may ask for by
+# default (/proc/sys/fs/pipe-max-size).
+PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def widen_pipe(fd: int) -> None:
+    """Give a pipe we write to room for a whole block, where the kernel allows it."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _umask() -> int:
@@ -52,6 +65,7 @@ class Output:
     def open(self) -> Iterator[int]:
         """Yield a file descriptor to write the archive to."""
         if self.is_stdout:
+            widen_pipe(sys.stdout.fileno())
             yield sys.stdout.fileno()
             return
         try:
@@ -71,6 +85,7 @@ class Output:
             fd = os.open(self.name, os.O_WRONLY | os.O_CLOEXEC)
         except OSError as e:
             raise OutputFailed(f"cannot open {self.name}: {e.strerror}") from e
+        widen_pipe(fd)
         try:
             yield fd
         finally:

@@ -169,6 +169,29 @@ def _encrypt_chained(
         dst[hi - BLOCK_SIZE : hi] = previous = ctx.update(src[hi - BLOCK_SIZE : hi])
 
 
+def _encrypt_chained_in_place(fek: bytes, root: bytes, first_index: int, buf: memoryview) -> None:
+    """_encrypt_chained when source and target are one buffer: each extent's corrected first
+    block is written back in front of the rest, so one call encrypts the whole extent (three
+    before); update_into's spare block is the next extent's, which it does not write."""
+    count = len(buf) // EXTENT_SIZE
+    ivs = _extent_ivs(root, first_index, count)
+    ctx = Cipher(algorithms.AES(fek), _ZERO_IV_CBC).encryptor()
+    encrypt = ctx.update_into
+    previous: Buffer = _ZERO_BLOCK
+    last = count - 1
+    for k in range(count):
+        lo = k * EXTENT_SIZE
+        body = lo + BLOCK_SIZE
+        hi = lo + EXTENT_SIZE
+        buf[lo:body] = _xor16(buf[lo:body], previous, ivs[k * IV_SIZE : (k + 1) * IV_SIZE])
+        if k < last:
+            encrypt(buf[lo:hi], buf[lo : hi + BLOCK_SIZE])
+        else:  # no room past the buffer: its last block on its own
+            encrypt(buf[lo : hi - BLOCK_SIZE], buf[lo:hi])
+            buf[hi - BLOCK_SIZE : hi] = ctx.update(buf[hi - BLOCK_SIZE : hi])
+        previous = buf[hi - BLOCK_SIZE : hi]
+
+
 class _TileLayout:
     """Views into a scratch tile holding `extents` extents transposed (row j = block j of each)."""
 
@@ -304,6 +327,8 @@ def encrypt_extents(
     source, target = _bytes_view(src), _bytes_view(dst)
     if _HAVE_NUMPY and count >= _INTERLEAVE_MIN_EXTENTS:
         _encrypt_interleaved(fek, root_iv, first_index, source, target)
+    elif src is dst:
+        _encrypt_chained_in_place(fek, root_iv, first_index, target)
     else:
         _encrypt_chained(fek, root_iv, first_index, source, target)
 

@@ -176,9 +176,26 @@ def _decrypt_plain(fek: bytes, root: bytes, first: int, src: memoryview, dst: me
 
 # Every code path, called directly so that each one is checked whatever size the public
 # functions would route to it.
+def _in_place(encrypt: Callable[[bytes, bytes, int, memoryview], None]) -> Crypt:
+    """Encrypt a copy of src where it lies, inside a larger buffer whose bytes after it (the
+    spare block update_into is handed) must come out untouched."""
+
+    def run(fek: bytes, root: bytes, first: int, src: memoryview, dst: memoryview) -> None:
+        guard = b"\xa5" * 64
+        room = bytearray(bytes(src) + guard)
+        view = memoryview(room)[: len(src)]
+        encrypt(fek, root, first, view)
+        assert room[len(src) :] == guard, "wrote past the buffer"
+        dst[:] = view
+
+    return run
+
+
 ENCRYPTORS: dict[str, Crypt] = {
     "public": lambda f, r, i, s, d: encrypt_extents(f, r, i, s, d),
+    "public-in-place": _in_place(lambda f, r, i, b: encrypt_extents(f, r, i, b, b)),
     "chained": extent._encrypt_chained,
+    "chained-in-place": _in_place(extent._encrypt_chained_in_place),
     "interleaved": extent._encrypt_interleaved,
 }
 DECRYPTORS: dict[str, Crypt] = {

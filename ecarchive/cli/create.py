@@ -117,7 +117,7 @@ def add_parser(sub: Subparsers, prog: str) -> argparse.ArgumentParser:
         "--jobs",
         metavar="N",
         type=int,
-        help="threads reading and encrypting (default: one per CPU but one)",
+        help="threads reading and encrypting (default: one per CPU)",
     )
     add_progress_options(c)
     add_passphrase_options(c)

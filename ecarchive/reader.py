@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from .ecryptfs.constants import EXTENT_SIZE
-from .ecryptfs.extent import encrypt_extents, root_iv
+from .ecryptfs.extent import encrypt_extents, encrypt_extents_from, root_iv
 from .ecryptfs.header import build_header
 from .errors import Reporter
 from .fsio import DirHandle, NotRegularFile, TreeDirs, open_regular, pread_full, read_full
@@ -168,6 +168,31 @@ def _fill(fd: int, view: memoryview, want: int, offset: int | None) -> tuple[int
     return got, error
 
 
+class _Reading:
+    """Reads one file's plaintext for encrypt_extents_from, a piece at a time and in order:
+    `want` bytes from `offset` (None: from the file position), zeros after them, and zeros
+    after the first short read (the file ended, or a read failed: `error`)."""
+
+    __slots__ = ("error", "fd", "got", "offset", "short", "want")
+
+    def __init__(self, fd: int, want: int, offset: int | None) -> None:
+        self.fd = fd
+        self.want = want
+        self.offset = offset
+        self.got = self.error = 0
+        self.short = False
+
+    def fill(self, view: memoryview, at: int) -> None:
+        wanted = 0 if self.short else min(len(view), self.want - at)
+        if wanted <= 0:
+            view[:] = _ZEROS[: len(view)]
+            return
+        offset = None if self.offset is None else self.offset + at
+        got, self.error = _fill(self.fd, view, wanted, offset)
+        self.got += got
+        self.short = got < wanted
+
+
 class _Small:
     """One file read whole by a worker into its batch's buffer."""
 
@@ -213,8 +238,9 @@ class _Small:
             self.dir = None
         try:
             data = buffer[self.offset : self.offset + padded(entry.plain_size)]
-            self.got, self.read_error = _fill(fd, data, entry.plain_size, None)
-            encrypt_extents(self.fek, root_iv(self.fek), 0, data, data)
+            reading = _Reading(fd, entry.plain_size, None)
+            encrypt_extents_from(self.fek, root_iv(self.fek), 0, reading.fill, data)
+            self.got, self.read_error = reading.got, reading.error
             digest = hashlib.sha256(self.header)
             digest.update(data)
             self.sha256 = digest.digest()
@@ -262,9 +288,10 @@ class _Part:
 
     def run(self, fd: int, fek: bytes, iv: bytes, digest: hashlib._Hash) -> None:
         view = memoryview(self.buffer)[: padded(self.want)]
-        self.got, self.read_error = _fill(fd, view, self.want, self.index * EXTENT_SIZE)
-        with _CIPHER_TURN:
-            encrypt_extents(fek, iv, self.index, view, view)
+        reading = _Reading(fd, self.want, self.index * EXTENT_SIZE)
+        with _CIPHER_TURN:  # the reads too: each lands in a buffer the cipher has in cache
+            encrypt_extents_from(fek, iv, self.index, reading.fill, view)
+        self.got, self.read_error = reading.got, reading.error
         previous, self.previous = self.previous, None
         ended = False
         if previous is not None:

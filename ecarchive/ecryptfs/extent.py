@@ -21,7 +21,7 @@ import importlib
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -50,7 +50,16 @@ _INTERLEAVE_MIN_EXTENTS = 56
 # Extents per interleaved tile: 512 (2 MiB) halves the Python steps per MiB of 256, and with
 # the blocked transposes below the tile's traffic stays cheap; 256 and 1024 were measured slower.
 _INTERLEAVE_TILE_EXTENTS = 512
-_CACHED_TILE_LAYOUTS = 4
+# A tile of fewer extents is laid out a little wider, at a multiple of an eighth of its size's
+# power of two, so files of every size share ~16 layouts (building one costs ~135 µs, and each
+# file of 224 KiB .. 2 MiB of a home directory used to build its own); the columns past the
+# batch's extents are encrypted as garbage, at most a quarter more work.
+_MIN_TILE_STEP = 8
+
+
+def _tile_width(extents: int) -> int:
+    step = max(_MIN_TILE_STEP, 1 << max(0, extents.bit_length() - 3))
+    return min(_INTERLEAVE_TILE_EXTENTS, -(-extents // step) * step)
 # The transposes copy in groups of this many extents (in) and blocks (out): one numpy copy over
 # the whole tile walks the source 4 KiB apart, the same cache sets every step; small groups
 # keep each group's lines cached but make numpy's outer loop run once per 16 bytes. In a
@@ -61,6 +70,7 @@ _TRANSPOSE_GROUP = 16
 _VECTOR_FIXUP_MIN_EXTENTS = 6
 
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
+_BLOCK = np.dtype((np.void, BLOCK_SIZE)) if _HAVE_NUMPY else None
 # Chains start from a zero IV and fold each extent's real IV into its first block, so the mode
 # object (costly to validate, per call) is built once.
 _ZERO_IV_CBC = modes.CBC(_ZERO_BLOCK)
@@ -68,6 +78,8 @@ _ECB = modes.ECB()
 
 Buffer = bytes | bytearray | memoryview
 WritableBuffer = bytearray | memoryview
+Fill = Callable[[memoryview, int], None]
+"""fill(view, offset): put the plaintext found at byte `offset` of the batch into `view`."""
 
 
 class _Digest(Protocol):
@@ -196,19 +208,18 @@ class _TileLayout:
     """Views into a scratch tile holding `extents` extents transposed (row j = block j of each)."""
 
     def __init__(self, scratch: bytearray, extents: int) -> None:
+        self.extents = extents
         row = extents * BLOCK_SIZE
         view = memoryview(scratch)
         words = np.frombuffer(scratch, dtype=np.uint64, count=extents * EXTENT_SIZE // _WORD)
-        blocks = np.frombuffer(
-            scratch, dtype=np.dtype((np.void, BLOCK_SIZE)), count=extents * BLOCKS_PER_EXTENT
-        ).reshape(BLOCKS_PER_EXTENT, extents)
+        blocks = np.frombuffer(scratch, dtype=_BLOCK, count=extents * BLOCKS_PER_EXTENT).reshape(
+            BLOCKS_PER_EXTENT, extents
+        )
         group = _TRANSPOSE_GROUP
         # (first extent, the tile's columns for extents first .. first+group)
         self.columns = [(e, blocks[:, e : e + group]) for e in range(0, extents, group)]
         # (first block, rows first .. first+group, transposed to the extents' layout)
-        self.row_groups = [
-            (j, blocks[j : j + group].T) for j in range(0, BLOCKS_PER_EXTENT, group)
-        ]
+        self.row_groups = [(j, blocks[j : j + group].T) for j in range(0, BLOCKS_PER_EXTENT, group)]
         self.word_rows = list(words.reshape(BLOCKS_PER_EXTENT, row // _WORD))
         self.rows = [view[j * row : (j + 1) * row] for j in range(BLOCKS_PER_EXTENT)]
         self.outs = [
@@ -217,35 +228,46 @@ class _TileLayout:
 
 
 class _Scratch(threading.local):
-    """Per-thread reusable tile, so batches allocate nothing large after the first."""
+    """Per-thread reusable tile and fill buffer, so batches allocate nothing after the first."""
 
     def __init__(self) -> None:
         self.buffer: bytearray | None = None
         self.layouts: dict[int, _TileLayout] = {}
+        self.piece: tuple[memoryview, Any] | None = None
 
     def layout(self, extents: int) -> _TileLayout:
-        if self.buffer is None:
-            self.buffer = bytearray(_INTERLEAVE_TILE_EXTENTS * EXTENT_SIZE + _UPDATE_SLACK)
-        found = self.layouts.get(extents)
+        width = _tile_width(extents)
+        found = self.layouts.get(width)
         if found is None:
-            if len(self.layouts) >= _CACHED_TILE_LAYOUTS:
-                self.layouts.pop(next(iter(self.layouts)))
-            found = self.layouts[extents] = _TileLayout(self.buffer, extents)
+            if self.buffer is None:
+                self.buffer = bytearray(_INTERLEAVE_TILE_EXTENTS * EXTENT_SIZE + _UPDATE_SLACK)
+            found = self.layouts[width] = _TileLayout(self.buffer, width)
         return found
+
+    def fill_buffer(self) -> tuple[memoryview, Any]:
+        """A group of extents' worth of bytes, and the same as an array of AES blocks."""
+        if self.piece is None:
+            raw = bytearray(_TRANSPOSE_GROUP * EXTENT_SIZE)
+            blocks = np.frombuffer(raw, dtype=_BLOCK).reshape(_TRANSPOSE_GROUP, BLOCKS_PER_EXTENT)
+            self.piece = (memoryview(raw), blocks)
+        return self.piece
 
 
 _scratch = _Scratch()
 
 
-def _encrypt_interleaved(
-    fek: bytes, root: bytes, first_index: int, src: memoryview, dst: memoryview
+def _encrypt_tiles(
+    fek: bytes,
+    root: bytes,
+    first_index: int,
+    count: int,
+    load: Callable[[int, int], Any],
+    dst: memoryview,
 ) -> None:
-    """Run the CBC chains of a tile side by side: 256 rows of XOR + one ECB call each."""
-    count = len(src) // EXTENT_SIZE
+    """Run the CBC chains of each tile side by side: 256 rows of XOR + one ECB call each.
+    `load(e, n)` gives extents e .. e+n of the batch as an (n, 256) array of blocks."""
     ecb = Cipher(algorithms.AES(fek), _ECB).encryptor()
-    block = np.dtype((np.void, BLOCK_SIZE))
-    source = np.frombuffer(src, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
-    target = np.frombuffer(dst, dtype=block).reshape(count, BLOCKS_PER_EXTENT)
+    target = np.frombuffer(dst, dtype=_BLOCK).reshape(count, BLOCKS_PER_EXTENT)
     scratch = _scratch
     xor = np.bitwise_xor
     copy = np.copyto
@@ -255,9 +277,13 @@ def _encrypt_interleaved(
         extents = min(_INTERLEAVE_TILE_EXTENTS, count - start)
         tile = scratch.layout(extents)
         for e, columns in tile.columns:
-            copy(columns, source[start + e : start + e + group].T)
-        ivs = _extent_ivs(root, first_index + start, extents)
-        xor(tile.word_rows[0], np.frombuffer(ivs, dtype=np.uint64), out=tile.word_rows[0])
+            if e >= extents:
+                break
+            n = min(group, extents - e)
+            copy(columns[:, :n], load(start + e, n).T)
+        ivs = np.frombuffer(_extent_ivs(root, first_index + start, extents), dtype=np.uint64)
+        first_row = tile.word_rows[0][: len(ivs)]
+        xor(first_row, ivs, out=first_row)
         encrypt_row(tile.rows[0], tile.outs[0])
         words = tile.word_rows
         for row, previous, plain, out in zip(
@@ -267,7 +293,15 @@ def _encrypt_interleaved(
             encrypt_row(plain, out)
         extents_out = target[start : start + extents]
         for j, rows in tile.row_groups:
-            copy(extents_out[:, j : j + group], rows)
+            copy(extents_out[:, j : j + group], rows[:extents])
+
+
+def _encrypt_interleaved(
+    fek: bytes, root: bytes, first_index: int, src: memoryview, dst: memoryview
+) -> None:
+    count = len(src) // EXTENT_SIZE
+    source = np.frombuffer(src, dtype=_BLOCK).reshape(count, BLOCKS_PER_EXTENT)
+    _encrypt_tiles(fek, root, first_index, count, lambda e, n: source[e : e + n], dst)
 
 
 def _decrypt_chained(
@@ -331,6 +365,32 @@ def encrypt_extents(
         _encrypt_chained_in_place(fek, root_iv, first_index, target)
     else:
         _encrypt_chained(fek, root_iv, first_index, source, target)
+
+
+def encrypt_extents_from(
+    fek: bytes, root_iv: bytes, first_index: int, fill: Fill, dst: WritableBuffer
+) -> None:
+    """encrypt_extents of the plaintext that `fill` supplies (read from a file, say), a group of
+    extents at a time and in order, into dst (a multiple of EXTENT_SIZE).
+
+    The plaintext passes through a small per-thread buffer that stays in the CPU's cache rather
+    than being written whole into dst and read back by the transposes: reading and encrypting a
+    large file took 1.45 CPU-s/GB this way against 2.1-3.0 (2 MiB batches, AMD EPYC 2 vCPU)."""
+    count = _extent_count(first_index, dst, dst)
+    if not count:
+        return
+    target = _bytes_view(dst)
+    if not (_HAVE_NUMPY and count >= _INTERLEAVE_MIN_EXTENTS):
+        fill(target, 0)
+        _encrypt_chained_in_place(fek, root_iv, first_index, target)
+        return
+    piece, blocks = _scratch.fill_buffer()
+
+    def load(e: int, n: int) -> Any:
+        fill(piece[: n * EXTENT_SIZE], e * EXTENT_SIZE)
+        return blocks[:n]
+
+    _encrypt_tiles(fek, root_iv, first_index, count, load, target)
 
 
 def decrypt_extents(

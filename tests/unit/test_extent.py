@@ -19,6 +19,7 @@ from ecarchive.ecryptfs.extent import (
     EXTENT_SIZE,
     decrypt_extents,
     encrypt_extents,
+    encrypt_extents_from,
     extent_iv,
     root_iv,
 )
@@ -191,11 +192,29 @@ def _in_place(encrypt: Callable[[bytes, bytes, int, memoryview], None]) -> Crypt
     return run
 
 
+def _from_fill(fek: bytes, root: bytes, first: int, src: memoryview, dst: memoryview) -> None:
+    """encrypt_extents_from with a fill that copies from src, checking it is asked for every
+    byte once, in order."""
+    asked: list[tuple[int, int]] = []
+
+    def fill(view: memoryview, offset: int) -> None:
+        asked.append((offset, len(view)))
+        view[:] = src[offset : offset + len(view)]
+
+    encrypt_extents_from(fek, root, first, fill, dst)
+    covered = 0
+    for offset, size in asked:
+        assert offset == covered, asked
+        covered += size
+    assert covered == len(src)
+
+
 ENCRYPTORS: dict[str, Crypt] = {
     "public": lambda f, r, i, s, d: encrypt_extents(f, r, i, s, d),
     "public-in-place": _in_place(lambda f, r, i, b: encrypt_extents(f, r, i, b, b)),
     "chained": extent._encrypt_chained,
     "chained-in-place": _in_place(extent._encrypt_chained_in_place),
+    "from-fill": _from_fill,
     "interleaved": extent._encrypt_interleaved,
 }
 DECRYPTORS: dict[str, Crypt] = {
@@ -252,6 +271,21 @@ def test_many_extents_match_reference(key_bytes: int) -> None:
     back = bytearray(len(plain))
     decrypt_extents(fek, root_iv(fek), 5, out, back)
     assert bytes(back) == plain
+
+
+# Tile widths are rounded up (extent._tile_width): batches of every width, one after another in
+# the same thread, so each finds columns left over from a wider one in its tile.
+WIDTH_COUNTS = [512, 56, 57, 63, 65, 100, 129, 255, 257, 300, 511, 513, 700, 64]
+
+
+@pytest.mark.parametrize("path", ["public", "from-fill", "interleaved"])
+def test_every_tile_width_matches_reference(path: str) -> None:
+    fek = hashlib.sha256(b"widths").digest()[:16]
+    for count in WIDTH_COUNTS:
+        plain = _pseudo_random(b"w%d" % count, count * EXTENT_SIZE)
+        out = bytearray(len(plain))
+        ENCRYPTORS[path](fek, root_iv(fek), 7, memoryview(plain), memoryview(out))
+        assert bytes(out) == _reference_encrypt(fek, 7, plain), count
 
 
 @pytest.mark.parametrize("count", [1, 3, extent._INTERLEAVE_MIN_EXTENTS, MANY_EXTENTS])

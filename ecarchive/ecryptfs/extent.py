@@ -374,8 +374,10 @@ def encrypt_extents_from(
     extents at a time and in order, into dst (a multiple of EXTENT_SIZE).
 
     The plaintext passes through a small per-thread buffer that stays in the CPU's cache rather
-    than being written whole into dst and read back by the transposes: reading and encrypting a
-    large file took 1.45 CPU-s/GB this way against 2.1-3.0 (2 MiB batches, AMD EPYC 2 vCPU)."""
+    than being written whole into dst and read back by the transposes. Alone, both ways cost
+    the same (benchmarks/fill_bench.py); beside the threads that hash and write, whose traffic
+    evicts a 2 MiB buffer, creating the large corpus took 6.06 s and 8.20 CPU-s this way
+    against 7.30 s and 10.18 CPU-s (medians of 5, 2 vCPU AMD EPYC)."""
     count = _extent_count(first_index, dst, dst)
     if not count:
         return

@@ -60,6 +60,8 @@ _MIN_TILE_STEP = 8
 def _tile_width(extents: int) -> int:
     step = max(_MIN_TILE_STEP, 1 << max(0, extents.bit_length() - 3))
     return min(_INTERLEAVE_TILE_EXTENTS, -(-extents // step) * step)
+
+
 # The transposes copy in groups of this many extents (in) and blocks (out): one numpy copy over
 # the whole tile walks the source 4 KiB apart, the same cache sets every step; small groups
 # keep each group's lines cached but make numpy's outer loop run once per 16 bytes. In a
@@ -159,32 +161,19 @@ def _xor16(a: Buffer, b: Buffer, c: Buffer) -> bytes:
 def _encrypt_chained(
     fek: bytes, root: bytes, first_index: int, src: memoryview, dst: memoryview
 ) -> None:
+    """Encrypt as one CBC chain into another buffer: copied there, then encrypted in place."""
+    dst[:] = src
+    _encrypt_chained_in_place(fek, root, first_index, dst)
+
+
+def _encrypt_chained_in_place(fek: bytes, root: bytes, first_index: int, buf: memoryview) -> None:
     """Encrypt as one CBC chain; each extent's first block absorbs the chain-to-IV difference.
 
     The chain hands extent k the previous ciphertext block c (zero for the first) instead of
     IV_k, so its first plaintext block is fed as p ^ c ^ IV_k: the cipher then sees p ^ IV_k,
-    exactly what a fresh CBC with IV_k would.
-    """
-    count = len(src) // EXTENT_SIZE
-    ivs = _extent_ivs(root, first_index, count)
-    ctx = Cipher(algorithms.AES(fek), _ZERO_IV_CBC).encryptor()
-    previous = _ZERO_BLOCK
-    for k in range(count):
-        lo = k * EXTENT_SIZE
-        body = lo + BLOCK_SIZE
-        hi = lo + EXTENT_SIZE
-        iv = ivs[k * IV_SIZE : (k + 1) * IV_SIZE]
-        dst[lo:body] = ctx.update(_xor16(src[lo:body], previous, iv))
-        # update_into wants a block of room past its output; the block after this output is
-        # written by the next call, so borrowing it is harmless.
-        ctx.update_into(src[body : hi - BLOCK_SIZE], dst[body:hi])
-        dst[hi - BLOCK_SIZE : hi] = previous = ctx.update(src[hi - BLOCK_SIZE : hi])
-
-
-def _encrypt_chained_in_place(fek: bytes, root: bytes, first_index: int, buf: memoryview) -> None:
-    """_encrypt_chained when source and target are one buffer: each extent's corrected first
-    block is written back in front of the rest, so one call encrypts the whole extent (three
-    before); update_into's spare block is the next extent's, which it does not write."""
+    exactly what a fresh CBC with IV_k would. That block is written back in front of the rest,
+    so one call encrypts the whole extent; update_into's spare block is the next extent's,
+    which it does not write."""
     count = len(buf) // EXTENT_SIZE
     ivs = _extent_ivs(root, first_index, count)
     ctx = Cipher(algorithms.AES(fek), _ZERO_IV_CBC).encryptor()
@@ -208,7 +197,6 @@ class _TileLayout:
     """Views into a scratch tile holding `extents` extents transposed (row j = block j of each)."""
 
     def __init__(self, scratch: bytearray, extents: int) -> None:
-        self.extents = extents
         row = extents * BLOCK_SIZE
         view = memoryview(scratch)
         words = np.frombuffer(scratch, dtype=np.uint64, count=extents * EXTENT_SIZE // _WORD)
